@@ -1,0 +1,100 @@
+"""The `evq` command.
+
+Each command lives in its own module and is imported only when it runs, so that
+`evq publish` pays for click and sqlite3, not for the worker's machinery or rich.
+
+Exit codes: 0 success, 2 bad usage or bad input (nothing was stored), 1 any other failure.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+from evq.errors import AppImportError, EvqError, InvalidInput
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+# command name -> "module:attribute", imported on demand.
+COMMANDS = {
+    "publish": "evq.cli.publish:publish",
+    "worker": "evq.cli.worker:worker",
+    "list-subscribers": "evq.cli.subscribers:list_subscribers",
+    "dlq": "evq.cli.dlq:dlq",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose commands are imported when used (click's documented pattern)."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # Library errors become one line on stderr and an exit code here, at the edge, for
+        # `evq` and for click's CliRunner alike.
+        try:
+            return super().invoke(ctx)
+        except AppImportError as exc:
+            if exc.traceback:
+                click.echo(exc.traceback, err=True)
+            raise EvqUsageError(exc) from exc
+        except EvqError as exc:
+            raise EvqUsageError(exc) from exc
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module_name, attribute = self.lazy[cmd_name].split(":")
+            command: click.Command = getattr(importlib.import_module(module_name), attribute)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "EVQ"},
+)
+@click.version_option(package_name="evq", prog_name="evq")
+def cli() -> None:
+    """Durable publish/subscribe events on an embedded SQLite queue.
+
+    Publish an event, then run a worker to deliver it to every subscribed receiver:
+
+    \b
+      evq publish user.created --payload '{"user_id": 42}'
+      evq worker
+      evq list-subscribers
+
+    Exit codes: 0 success, 2 bad usage or bad input (nothing stored), 1 any other failure.
+    """
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the `evq` command and exit with its documented exit code."""
+    try:
+        cli.main(args=args, prog_name="evq")
+    except BrokenPipeError:
+        # `evq events | head`: the reader left; that is not an error. Point stdout at devnull
+        # so the interpreter's final flush does not complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(EXIT_OK)
+
+
+class EvqUsageError(click.ClickException):
+    """An evq error on its way to stderr, with the exit code its kind documents."""
+
+    def __init__(self, error: EvqError) -> None:
+        super().__init__(str(error))
+        self.exit_code = EXIT_BAD_INPUT if isinstance(error, InvalidInput) else EXIT_FAILURE  # type: ignore[misc]

@@ -1,0 +1,62 @@
+"""Options shared by several commands, each also read from an `EVQ_*` variable."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from evq import config
+from evq.durations import parse_duration
+from evq.errors import InvalidDuration
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def url_option(f: F) -> F:
+    """`--url`: the queue file, `sqlite:///path/to.db` or a plain path."""
+    return click.option(
+        "--url",
+        envvar="EVQ_URL",
+        show_envvar=True,
+        default=config.DEFAULT_URL,
+        show_default=True,
+        metavar="URL",
+        help="The queue: sqlite:///path/to.db or a plain path.",
+    )(f)
+
+
+def app_option(f: F) -> F:
+    """`--app MODULE`, repeatable: subscription modules that are not installed packages."""
+    return click.option(
+        "--app",
+        "apps",
+        multiple=True,
+        envvar="EVQ_APP",
+        show_envvar=True,
+        metavar="MODULE",
+        help="Import this subscriptions module too (repeatable; EVQ_APP is comma-separated).",
+    )(f)
+
+
+class Duration(click.ParamType):  # type: ignore[type-arg]
+    """A duration such as 30s, 5m, 2h, 7d or a number of seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return parse_duration(value)
+        except InvalidDuration as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = Duration()
+
+
+def apply_settings(url: str) -> config.Settings:
+    """Make `url` the queue of this process and return the settings in force."""
+    return config.configure(url=url)

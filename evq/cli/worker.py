@@ -1,0 +1,195 @@
+"""`evq worker`: deliver published events to the subscribed receivers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import ClassVar
+
+import click
+
+from evq.cli.options import DURATION, app_option, apply_settings, url_option
+
+
+@click.command()
+@click.option(
+    "--workers",
+    "-w",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    show_envvar=True,
+    help="Number of worker threads or processes.",
+)
+@click.option(
+    "--worker-type",
+    "-k",
+    type=click.Choice(["thread", "process"]),
+    default="thread",
+    show_default=True,
+    show_envvar=True,
+    help="Run receivers in threads, or in forked processes (for CPU-bound receivers).",
+)
+@click.option(
+    "--burst",
+    is_flag=True,
+    show_envvar=True,
+    help="Deliver everything that is due, then exit 0 (for cron, CI and tests).",
+)
+@click.option(
+    "--lease",
+    "lease_seconds",
+    type=DURATION,
+    default="30s",
+    show_default=True,
+    envvar="EVQ_LEASE",
+    show_envvar=True,
+    help="How long a delivery stays taken by this worker without a heartbeat before another"
+    " worker may run it. A subscription's timeout= overrides it.",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=DURATION,
+    default="30s",
+    show_default=True,
+    show_envvar=True,
+    help="On SIGTERM or SIGINT, wait this long for running receivers, then give their"
+    " deliveries back to the queue.",
+)
+@click.option(
+    "--prefetch",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    show_envvar=True,
+    help="Deliveries leased per transaction.",
+)
+@click.option(
+    "--entry-points/--no-entry-points",
+    default=True,
+    show_default=True,
+    show_envvar=True,
+    help="Load subscriptions of installed packages (the evq.subscriptions entry points).",
+)
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    show_envvar=True,
+    help="Log only retries, dead letters and errors, not every delivery.",
+)
+@app_option
+@url_option
+def worker(
+    workers: int,
+    worker_type: str,
+    burst: bool,
+    lease_seconds: float,
+    shutdown_timeout: float,
+    prefetch: int,
+    entry_points: bool,
+    quiet: bool,
+    apps: tuple[str, ...],
+    url: str,
+) -> None:
+    """Deliver events to every subscribed receiver, each on its own, with retries.
+
+    Subscriptions come from installed packages (the `evq.subscriptions` entry-point group) and
+    from --app modules. SIGTERM or SIGINT stops gracefully: no new deliveries are taken,
+    running receivers get --shutdown-timeout to finish, then their deliveries go back to the
+    queue. A second signal stops at once.
+    """
+    from evq import subscriptions
+    from evq.durations import format_seconds
+    from evq.storage.sqlite import SqliteQueue
+
+    settings = apply_settings(url)
+    _configure_logging(quiet)
+    loaded = subscriptions.load(subscriptions.split_apps(apps), entry_points=entry_points)
+    SqliteQueue(settings.url).close()  # create the file now, with a clear error if we cannot
+    from evq.worker import WorkerOptions, create_consumer
+
+    options = WorkerOptions(
+        url=settings.url,
+        workers=workers,
+        worker_type=worker_type,
+        burst=burst,
+        lease_seconds=lease_seconds,
+        shutdown_timeout=shutdown_timeout,
+        prefetch=prefetch,
+        retention_seconds=settings.retention_seconds,
+    )
+    consumer = create_consumer(options)
+    log = logging.getLogger("evq.worker")
+    served = subscriptions.subscriptions()
+    log.info(
+        "evq worker %s: queue %s, %d %s worker%s, lease %s%s",
+        _version(),
+        os.path.abspath(options.url.removeprefix("sqlite:///")),
+        workers,
+        worker_type,
+        "" if workers == 1 else "s",
+        format_seconds(lease_seconds),
+        ", burst" if burst else "",
+    )
+    if not served:
+        log.warning(
+            "no subscriptions loaded: events will be dispatched to no receiver "
+            "(use --app MODULE or install a package with evq.subscriptions entry points)"
+        )
+    for module in loaded:
+        log.info("loaded %s (%s)", module.module, module.source)
+    for subscription in served:
+        log.info("  %s -> %s", subscription.pattern, subscription.name)
+    started = time.monotonic()
+    consumer.run()
+    log.info(
+        "stopped after %s, %d deliveries",
+        format_seconds(time.monotonic() - started),
+        consumer.huey.delivered,
+    )
+
+
+def _version() -> str:
+    from evq import __version__
+
+    return __version__
+
+
+class _Formatter(logging.Formatter):
+    COLORS: ClassVar[dict[int, str]] = {
+        logging.WARNING: "\033[33m",
+        logging.ERROR: "\033[31m",
+        logging.INFO: "",
+    }
+
+    def __init__(self, color: bool) -> None:
+        super().__init__()
+        self.color = color
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        if self.color:
+            stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+            color = self.COLORS.get(record.levelno, "")
+            return f"\033[2m{stamp}\033[0m {color}{message}{chr(27) + '[0m' if color else ''}"
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        return f"{stamp}.{int(record.msecs):03d}Z {record.levelname} {message}"
+
+
+def _configure_logging(quiet: bool) -> None:
+    from evq.cli.output import use_color
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter(color=use_color(sys.stderr)))
+    for name in ("evq", "huey"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.propagate = False
+    logging.getLogger("evq").setLevel(logging.WARNING if quiet else logging.INFO)
+    # huey's own messages ("Executing ...", its startup banner) would repeat evq's.
+    logging.getLogger("huey").setLevel(logging.WARNING)

@@ -1,0 +1,122 @@
+"""Settings read from the environment (`EVQ_*`) or set with `evq.configure()`.
+
+Only the standard library is imported here: publishing must stay fast to start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+from evq.durations import parse_duration
+from evq.errors import InvalidInput
+
+DEFAULT_URL = "evq.db"
+DEFAULT_LEASE_SECONDS = 30.0
+DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600.0
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+SYNC_MODES = ("full", "normal", "off")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Where the queue lives and how it behaves; see the README's configuration table."""
+
+    url: str = DEFAULT_URL
+    sync: str = "full"
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    retention_seconds: float = DEFAULT_RETENTION_SECONDS
+
+
+def settings_from_env(env: dict[str, str] | None = None) -> Settings:
+    """Return the settings named by `EVQ_URL`, `EVQ_SYNC`, `EVQ_MAX_PAYLOAD`, `EVQ_LEASE`
+    and `EVQ_RETENTION`, with defaults for the ones that are unset."""
+    env = dict(os.environ) if env is None else env
+    settings = Settings()
+    if env.get("EVQ_URL"):
+        settings = dataclasses.replace(settings, url=env["EVQ_URL"])
+    if env.get("EVQ_SYNC"):
+        settings = dataclasses.replace(settings, sync=parse_sync(env["EVQ_SYNC"]))
+    if env.get("EVQ_MAX_PAYLOAD"):
+        settings = dataclasses.replace(
+            settings, max_payload_bytes=parse_size(env["EVQ_MAX_PAYLOAD"])
+        )
+    if env.get("EVQ_LEASE"):
+        settings = dataclasses.replace(settings, lease_seconds=parse_duration(env["EVQ_LEASE"]))
+    if env.get("EVQ_RETENTION"):
+        settings = dataclasses.replace(
+            settings, retention_seconds=parse_duration(env["EVQ_RETENTION"])
+        )
+    return settings
+
+
+def parse_sync(text: str) -> str:
+    """Return a valid SQLite sync mode name (`full`, `normal` or `off`)."""
+    mode = text.strip().lower()
+    if mode not in SYNC_MODES:
+        raise InvalidInput(f"invalid sync mode {text!r}: use one of {', '.join(SYNC_MODES)}")
+    return mode
+
+
+_SIZE_RE = re.compile(r"(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "kib": 1024,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+
+
+def parse_size(text: str) -> int:
+    """Return a byte count from `1048576`, `512KiB`, `1MiB` or `2MB`."""
+    match = _SIZE_RE.fullmatch(text.strip())
+    if not match or int(match.group(1)) <= 0:
+        raise InvalidInput(f"invalid size {text!r}: use a number of bytes, or 512KiB, 1MiB")
+    return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
+
+
+_settings: Settings | None = None
+
+
+def current() -> Settings:
+    """Return the settings in force: those given to `configure()`, else the environment's."""
+    global _settings
+    if _settings is None:
+        _settings = settings_from_env()
+    return _settings
+
+
+def configure(
+    *,
+    url: str | None = None,
+    sync: str | None = None,
+    max_payload_bytes: int | None = None,
+    lease_seconds: float | None = None,
+    retention_seconds: float | None = None,
+) -> Settings:
+    """Change the settings of this process; unnamed ones keep their value. Returns the result."""
+    global _settings
+    changes: dict[str, object] = {}
+    if url is not None:
+        changes["url"] = url
+    if sync is not None:
+        changes["sync"] = parse_sync(sync)
+    if max_payload_bytes is not None:
+        changes["max_payload_bytes"] = max_payload_bytes
+    if lease_seconds is not None:
+        changes["lease_seconds"] = lease_seconds
+    if retention_seconds is not None:
+        changes["retention_seconds"] = retention_seconds
+    _settings = dataclasses.replace(current(), **changes)  # type: ignore[arg-type]
+    return _settings
+
+
+def reset() -> None:
+    """Forget `configure()` changes and read the environment again on next use (for tests)."""
+    global _settings
+    _settings = None

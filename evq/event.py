@@ -1,0 +1,151 @@
+"""The event envelope: `Event`, its ids, and the checks a payload must pass at publish time."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import threading
+import time
+from typing import Any
+
+from evq.errors import InvalidPayload, PayloadTooLarge
+
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Event:
+    """The event a receiver is called with.
+
+    `id` is unique and sorts by publish time; `attempt` is 1 on the first delivery of this event
+    to this receiver and counts up on every retry or redelivery after a crash.
+    """
+
+    id: str
+    name: str
+    payload: dict[str, Any]
+    published_at: dt.datetime
+    attempt: int = 1
+
+
+def new_event_id() -> str:
+    """Return a new ULID: 26 characters that sort by creation time, then randomly."""
+    return _ids.next()
+
+
+def encode_payload(payload: object, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> str:
+    """Return `payload` as JSON text, or raise `InvalidPayload` if it would not round-trip.
+
+    Checked here, at publish time, so that a bad payload is the publisher's error and never a
+    worker's: only a dict with string keys, and inside it only str, int, finite float, bool,
+    None, list and dict, comes back from JSON exactly as it went in.
+    """
+    if type(payload) is not dict:
+        raise InvalidPayload(f"payload must be a JSON object (a dict), not {_json_kind(payload)}")
+    _check_value(payload, "payload")
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    size = len(text.encode())
+    if size > max_bytes:
+        raise PayloadTooLarge(
+            f"payload is {size:,} bytes of JSON; the limit is {max_bytes:,} (EVQ_MAX_PAYLOAD)"
+        )
+    return text
+
+
+def decode_payload(text: str | bytes) -> dict[str, Any]:
+    """Return the payload stored as `text`; raise `InvalidPayload` if it is not a JSON object."""
+    try:
+        value = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidPayload(f"stored payload is not valid JSON: {exc}") from None
+    if type(value) is not dict:
+        raise InvalidPayload(f"stored payload is {_json_kind(value)}, not a JSON object")
+    return value
+
+
+def timestamp_to_datetime(ts: float) -> dt.datetime:
+    """Return the timezone-aware UTC datetime of a Unix timestamp."""
+    return dt.datetime.fromtimestamp(ts, dt.UTC)
+
+
+# Private
+
+_SCALARS = (str, int, bool, type(None))
+
+
+def _check_value(value: object, path: str) -> None:
+    kind = type(value)
+    if kind in _SCALARS:
+        return
+    if kind is float:
+        if not math.isfinite(value):  # type: ignore[arg-type]
+            raise InvalidPayload(f"{path} is {value}, which JSON cannot represent")
+        return
+    if kind is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                raise InvalidPayload(
+                    f"{path} has the key {key!r} ({type(key).__name__}); JSON keys are strings"
+                )
+            _check_value(item, f"{path}[{key!r}]")
+        return
+    if kind is list:
+        for index, item in enumerate(value):  # type: ignore[arg-type]
+            _check_value(item, f"{path}[{index}]")
+        return
+    raise InvalidPayload(
+        f"{path} is a {kind.__name__}, which does not round-trip through JSON;"
+        " convert it to a string, number, bool, None, list or dict"
+    )
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return "a number"
+    return f"a {type(value).__name__}"
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+class _UlidGenerator:
+    """Monotonic ULIDs: within one millisecond the random part counts up, so ids stay sorted."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = -1
+        self._last_random = 0
+
+    def next(self) -> str:
+        with self._lock:
+            ms = time.time_ns() // 1_000_000
+            if ms <= self._last_ms:
+                ms = self._last_ms
+                self._last_random += 1
+            else:
+                self._last_ms = ms
+                self._last_random = int.from_bytes(os.urandom(10), "big") >> 1
+            value = (ms << 80) | (self._last_random & ((1 << 80) - 1))
+        chars = []
+        for _ in range(26):
+            chars.append(_CROCKFORD[value & 31])
+            value >>= 5
+        return "".join(reversed(chars))
+
+    def forget(self) -> None:
+        # A forked child must not continue its parent's sequence: both would make the same ids.
+        self._lock = threading.Lock()
+        self._last_ms = -1
+
+
+_ids = _UlidGenerator()
+os.register_at_fork(after_in_child=_ids.forget)

@@ -1,0 +1,303 @@
+"""Subscriptions: which receiver runs for which events, with which delivery options.
+
+Subscriptions live in ordinary Python modules. A worker finds them through the entry-point group
+`evq.subscriptions` and through `--app MODULE` / `EVQ_APP`; importing such a module runs its
+`subscribe()` calls and `@subscriber` decorators, which register here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import sys
+import threading
+import traceback
+import types
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
+
+from evq.errors import AppImportError, InvalidInput, InvalidReceiver, UnknownApp
+from evq.names import matches, validate_pattern
+
+ENTRY_POINT_GROUP = "evq.subscriptions"
+
+
+class Receiver(Protocol):
+    """A callable that handles an event: `def receiver(event: evq.Event, /) -> None`.
+
+    It may also be an `async def`; the worker awaits it.
+    """
+
+    __qualname__: str
+
+    def __call__(self, event: Any, /) -> Any: ...
+
+
+ReceiverT = TypeVar("ReceiverT", bound=Callable[..., Any])
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Subscription:
+    """A receiver subscribed to an event pattern, with its delivery options."""
+
+    pattern: str
+    receiver: Receiver
+    name: str
+    retries: int = 5
+    retry_delay: float = 1.0
+    retry_backoff: float = 2.0
+    max_retry_delay: float = 3600.0
+    jitter: bool = True
+    timeout: float | None = None
+    dont_retry: tuple[type[BaseException], ...] = ()
+    source: str = "python"
+
+    def options(self) -> dict[str, Any]:
+        """Return the delivery options as plain JSON-friendly values."""
+        return {
+            "retries": self.retries,
+            "retry_delay": self.retry_delay,
+            "retry_backoff": self.retry_backoff,
+            "max_retry_delay": self.max_retry_delay,
+            "jitter": self.jitter,
+            "timeout": self.timeout,
+            "dont_retry": [f"{t.__module__}.{t.__qualname__}" for t in self.dont_retry],
+        }
+
+
+def subscribe(
+    pattern: str,
+    /,
+    *,
+    receiver: Receiver,
+    retries: int = 5,
+    retry_delay: float = 1.0,
+    retry_backoff: float = 2.0,
+    max_retry_delay: float = 3600.0,
+    jitter: bool = True,
+    timeout: float | None = None,
+    dont_retry: Sequence[type[BaseException]] = (),
+) -> Subscription:
+    """Subscribe `receiver` to the events matching `pattern` (`user.created`, `user.*`, `**`).
+
+    A failing attempt is retried `retries` times, the n-th retry after
+    `retry_delay * retry_backoff ** (n - 1)` seconds (at most `max_retry_delay`; with `jitter`,
+    a random time between half that and that). An exception of a type in `dont_retry` makes the
+    delivery a dead letter at once. An attempt running longer than `timeout` seconds fails.
+    Subscribing the same receiver to the same pattern again replaces the first subscription.
+    """
+    subscription = Subscription(
+        pattern=validate_pattern(pattern),
+        receiver=receiver,
+        name=receiver_name(receiver),
+        retries=_non_negative("retries", retries),
+        retry_delay=_non_negative("retry_delay", retry_delay),
+        retry_backoff=max(1.0, float(retry_backoff)),
+        max_retry_delay=_non_negative("max_retry_delay", max_retry_delay),
+        jitter=jitter,
+        timeout=None if timeout is None else _positive("timeout", timeout),
+        dont_retry=tuple(dont_retry),
+        source=_registry.current_source(),
+    )
+    _registry.add(subscription)
+    return subscription
+
+
+def subscriber(
+    pattern: str,
+    /,
+    *,
+    retries: int = 5,
+    retry_delay: float = 1.0,
+    retry_backoff: float = 2.0,
+    max_retry_delay: float = 3600.0,
+    jitter: bool = True,
+    timeout: float | None = None,
+    dont_retry: Sequence[type[BaseException]] = (),
+) -> Callable[[ReceiverT], ReceiverT]:
+    """Decorator form of `subscribe()`: `@evq.subscriber("user.created")`."""
+
+    def decorate(receiver: ReceiverT) -> ReceiverT:
+        subscribe(
+            pattern,
+            receiver=receiver,
+            retries=retries,
+            retry_delay=retry_delay,
+            retry_backoff=retry_backoff,
+            max_retry_delay=max_retry_delay,
+            jitter=jitter,
+            timeout=timeout,
+            dont_retry=dont_retry,
+        )
+        return receiver
+
+    return decorate
+
+
+def receiver_name(receiver: object, /) -> str:
+    """Return `module:qualname`, the name a receiver is stored under in the queue.
+
+    Raises `InvalidReceiver` for a callable the worker could not find again by that name: a
+    lambda, a function defined inside another function, a bound method or a callable object.
+    """
+    module = getattr(receiver, "__module__", None)
+    qualname = getattr(receiver, "__qualname__", None)
+    if not callable(receiver) or not isinstance(module, str) or not isinstance(qualname, str):
+        raise InvalidReceiver(
+            f"receiver {receiver!r} must be a module-level function (it has no module:qualname)"
+        )
+    if "<lambda>" in qualname or "<locals>" in qualname:
+        raise InvalidReceiver(
+            f"receiver {module}:{qualname} cannot be found by a worker: define it with `def`"
+            " at the top level of a module, not as a lambda or inside a function"
+        )
+    if isinstance(receiver, types.MethodType):
+        raise InvalidReceiver(
+            f"receiver {module}:{qualname} is a bound method; subscribe a module-level function"
+        )
+    return f"{module}:{qualname}"
+
+
+def subscriptions(pattern: str | None = None) -> list[Subscription]:
+    """Return the subscriptions registered in this process, optionally only those whose
+    pattern matches the event name `pattern` or equals it."""
+    return _registry.all(pattern)
+
+
+def subscriptions_for(name: str, /) -> list[Subscription]:
+    """Return the subscriptions whose pattern matches the event `name`."""
+    return _registry.matching(name)
+
+
+def find(receiver: str, /) -> list[Subscription]:
+    """Return the subscriptions of the receiver named `receiver` (`module:qualname`)."""
+    return _registry.by_receiver(receiver)
+
+
+def clear() -> None:
+    """Forget every subscription registered in this process (for tests)."""
+    _registry.clear()
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModule:
+    """A subscriptions module the worker imported, and where it was named."""
+
+    module: str
+    source: str
+
+
+def load(apps: Sequence[str] = (), *, entry_points: bool = True) -> list[LoadedModule]:
+    """Import the subscription modules of installed packages and of `apps`.
+
+    Raises `AppImportError` naming the module, with its traceback, if one fails to import: a
+    broken subscription module must stop a worker, never be skipped silently.
+    """
+    loaded = []
+    if entry_points:
+        for entry_point in _entry_points():
+            source = f"entry point {entry_point.name}"
+            with _registry.importing(source):
+                try:
+                    entry_point.load()
+                except Exception as exc:
+                    raise _import_error(entry_point.value, source, exc) from exc
+            loaded.append(LoadedModule(entry_point.value, source))
+    for app in apps:
+        if sys.path[0] != "" and "" not in sys.path:
+            # `--app` names modules of the current directory, like `python -m` does.
+            sys.path.insert(0, "")
+        with _registry.importing("--app"):
+            try:
+                importlib.import_module(app)
+            except ModuleNotFoundError as exc:
+                if exc.name is not None and app.startswith(exc.name):
+                    raise UnknownApp(f"cannot import --app module {app!r}: no such module") from exc
+                raise _import_error(app, "--app", exc) from exc
+            except Exception as exc:
+                raise _import_error(app, "--app", exc) from exc
+        loaded.append(LoadedModule(app, "--app"))
+    return loaded
+
+
+def split_apps(values: Sequence[str]) -> list[str]:
+    """Return module names from repeated `--app` values and comma-separated `EVQ_APP`."""
+    modules: list[str] = []
+    for value in values:
+        modules.extend(part.strip() for part in value.split(",") if part.strip())
+    return modules
+
+
+# Private
+
+
+def _non_negative(option: str, value: float) -> Any:
+    if value < 0:
+        raise InvalidInput(f"{option} must not be negative, got {value}")
+    return value
+
+
+def _positive(option: str, value: float) -> float:
+    if value <= 0:
+        raise InvalidInput(f"{option} must be positive, got {value}")
+    return float(value)
+
+
+def _import_error(module: str, source: str, exc: BaseException) -> AppImportError:
+    details = "".join(traceback.format_exception(exc)).rstrip()
+    error = AppImportError(f"cannot import subscriptions module {module!r} ({source}): {exc!r}")
+    error.traceback = details
+    return error
+
+
+def _entry_points() -> list[Any]:
+    from importlib.metadata import entry_points
+
+    return sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscriptions: dict[tuple[str, str], Subscription] = {}
+        self._source = threading.local()
+
+    def current_source(self) -> str:
+        return getattr(self._source, "value", "python")
+
+    @contextlib.contextmanager
+    def importing(self, source: str) -> Iterator[None]:
+        previous = self.current_source()
+        self._source.value = source
+        try:
+            yield
+        finally:
+            self._source.value = previous
+
+    def add(self, subscription: Subscription) -> None:
+        with self._lock:
+            self._subscriptions[(subscription.pattern, subscription.name)] = subscription
+
+    def all(self, pattern: str | None) -> list[Subscription]:
+        with self._lock:
+            items = list(self._subscriptions.values())
+        if pattern is not None:
+            items = [s for s in items if s.pattern == pattern or matches(s.pattern, pattern)]
+        return items
+
+    def matching(self, name: str) -> list[Subscription]:
+        with self._lock:
+            items = list(self._subscriptions.values())
+        return [s for s in items if matches(s.pattern, name)]
+
+    def by_receiver(self, receiver: str) -> list[Subscription]:
+        with self._lock:
+            return [s for s in self._subscriptions.values() if s.name == receiver]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._subscriptions.clear()
+
+
+_registry = _Registry()
