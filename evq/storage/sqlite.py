@@ -263,6 +263,8 @@ class SqliteQueue:
             if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 self._retry_locked(lambda: self._create_schema(conn))
         except sqlite3.DatabaseError as exc:
+            if "unable to open" in str(exc) or "not a database" in str(exc):
+                raise InvalidStorageURL(f"cannot use {self.path!r} as a queue: {exc}") from exc
             raise StorageError(f"cannot open the queue {self.path!r}: {exc}") from exc
         return conn
 

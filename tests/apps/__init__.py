@@ -1,0 +1,1 @@
+"""Subscription modules used by the tests through `--app tests.apps.NAME`."""

@@ -1,0 +1,77 @@
+"""The event envelope: ids, and the payload checks made at publish time."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import json
+
+import pytest
+
+from evq.errors import InvalidPayload, PayloadTooLarge
+from evq.event import Event, decode_payload, encode_payload, new_event_id
+
+
+def test_event_ids_are_unique_and_sort_by_creation() -> None:
+    ids = [new_event_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    assert all(len(i) == 26 for i in ids)
+
+
+def test_event_is_frozen_and_keyword_only() -> None:
+    event = Event(id="x", name="a.b", payload={}, published_at=dt.datetime.now(dt.UTC))
+    assert event.attempt == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.name = "c"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Event("x", "a.b", {}, dt.datetime.now(dt.UTC))  # type: ignore[misc]
+
+
+def test_a_json_object_round_trips() -> None:
+    payload = {"user_id": 42, "tags": ["a", "b"], "ok": True, "none": None, "f": 1.5,
+               "nested": {"x": [1, {"y": "z"}]}, "unicode": "héllo"}
+    assert decode_payload(encode_payload(payload)) == payload
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ([1, 2], "not a list"),
+        ("text", "not a string"),
+        (42, "not a number"),
+        (None, "not null"),
+        ({"when": dt.datetime(2026, 1, 1)}, "datetime"),
+        ({"tags": {"a", "b"}}, "set"),
+        ({"x": float("nan")}, "nan"),
+        ({"x": float("inf")}, "inf"),
+        ({1: "a"}, "key 1"),
+        ({"t": (1, 2)}, "tuple"),
+        ({"d": decimal.Decimal("1.5")}, "Decimal"),
+        ({"o": object()}, "object"),
+    ],
+)
+def test_what_would_not_round_trip_is_rejected_at_publish(payload: object, message: str) -> None:
+    with pytest.raises(InvalidPayload, match=message.split()[-1]):
+        encode_payload(payload)
+
+
+def test_payload_size_limit_is_enforced() -> None:
+    payload = {"blob": "x" * 200}
+    assert encode_payload(payload, max_bytes=1000)
+    with pytest.raises(PayloadTooLarge, match="limit is 100"):
+        encode_payload(payload, max_bytes=100)
+
+
+def test_default_limit_is_one_mebibyte() -> None:
+    encode_payload({"blob": "x" * (1024 * 1024 - 20)})
+    with pytest.raises(PayloadTooLarge):
+        encode_payload({"blob": "x" * (1024 * 1024)})
+
+
+def test_stored_garbage_is_reported_not_guessed() -> None:
+    for garbage in (b"\x80\x04\x95", "[1, 2]", '{"a": ', b"\xff\xfe"):
+        with pytest.raises(InvalidPayload):
+            decode_payload(garbage)
+    assert json.loads(encode_payload({"a": 1})) == {"a": 1}

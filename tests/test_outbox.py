@@ -1,0 +1,121 @@
+"""Transactional publish (the outbox) and idempotent publish."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import evq
+import evq.publisher
+import evq.publisher
+from conftest import calls, evq_env, run_evq
+
+
+def open_app_db(path: Path) -> sqlite3.Connection:
+    evq.publisher.queue().conn  # evq's tables exist before the application's transactions
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, status TEXT)")
+    conn.commit()
+    return conn
+
+
+def test_an_event_published_in_a_committed_transaction_is_delivered(queue_path: Path) -> None:
+    conn = open_app_db(queue_path)
+    with conn:
+        conn.execute("INSERT INTO orders (status) VALUES ('paid')")
+        event_id = evq.publish("order.paid", payload={"order": 1}, connection=conn)
+    conn.close()
+
+    assert run_evq("worker", "--burst", "--app", "tests.apps.recorder").returncode == 0
+    assert set(calls(queue_path.parent / "calls.log")) == {
+        (event_id, "bill"), (event_id, "ship"), (event_id, "audit")
+    }
+
+
+def test_an_event_whose_transaction_rolled_back_is_never_delivered(queue_path: Path) -> None:
+    conn = open_app_db(queue_path)
+    with pytest.raises(RuntimeError), conn:
+        conn.execute("INSERT INTO orders (status) VALUES ('paid')")
+        evq.publish("order.paid", payload={"order": 1}, connection=conn)
+        raise RuntimeError("the application failed after publishing")
+    assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM evq_event").fetchone()[0] == 0
+    conn.close()
+
+    assert run_evq("worker", "--burst", "--app", "tests.apps.recorder").returncode == 0
+    assert not calls(queue_path.parent / "calls.log")
+
+
+def test_evq_never_commits_the_callers_transaction(queue_path: Path) -> None:
+    conn = open_app_db(queue_path)
+    conn.execute("INSERT INTO orders (status) VALUES ('paid')")
+    evq.publish("order.paid", payload={}, connection=conn)
+    assert conn.in_transaction
+    other = sqlite3.connect(queue_path)
+    assert other.execute("SELECT count(*) FROM evq_event").fetchone()[0] == 0
+    conn.rollback()
+    conn.close()
+    other.close()
+
+
+def test_an_event_committed_just_before_a_crash_is_delivered(queue_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import os, signal, sqlite3, sys
+        import evq
+        conn = sqlite3.connect({str(queue_path)!r})
+        conn.execute("CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY)")
+        conn.commit()
+        with conn:
+            conn.execute("INSERT INTO orders DEFAULT VALUES")
+            event_id = evq.publish("order.paid", payload={{}}, connection=conn)
+        print(event_id, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    process = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=evq_env()
+    )
+    assert process.returncode == -signal.SIGKILL
+    event_id = process.stdout.strip()
+
+    assert run_evq("worker", "--burst", "--app", "tests.apps.recorder").returncode == 0
+    assert set(calls(queue_path.parent / "calls.log")) == {
+        (event_id, "bill"), (event_id, "ship"), (event_id, "audit")
+    }
+
+
+def test_publishing_with_a_seen_key_returns_the_first_id_and_stores_nothing(
+    queue_path: Path,
+) -> None:
+    first = evq.publish("order.paid", payload={"n": 1}, key="order-42-paid")
+    second = evq.publish("order.paid", payload={"n": 2}, key="order-42-paid")
+    other = evq.publish("order.paid", payload={"n": 3}, key="order-43-paid")
+    assert second == first
+    assert other != first
+    with sqlite3.connect(queue_path) as conn:
+        assert conn.execute("SELECT count(*) FROM evq_event").fetchone()[0] == 2
+
+
+def test_the_cli_key_option_is_idempotent_too(queue_path: Path) -> None:
+    first = run_evq("publish", "order.paid", "--key", "k1")
+    second = run_evq("publish", "order.paid", "--key", "k1", "--json")
+    assert first.returncode == second.returncode == 0
+    assert '"stored": false' in second.stdout
+    assert first.stdout.strip() in second.stdout
+
+
+def test_publish_many_validates_everything_before_storing_anything(queue_path: Path) -> None:
+    with pytest.raises(evq.InvalidInput, match="event 2"):
+        evq.publish_many([
+            {"name": "a.b", "payload": {}},
+            {"name": "bad name", "payload": {}},
+        ])
+    ids = evq.publish_many([{"name": "a.b", "payload": {"i": i}} for i in range(2500)])
+    assert len(set(ids)) == 2500
+    with sqlite3.connect(queue_path) as conn:
+        assert conn.execute("SELECT count(*) FROM evq_event").fetchone()[0] == 2500

@@ -1,0 +1,154 @@
+"""`evq publish`: what it prints, and bad input: one line on stderr, exit 2, nothing stored."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import run_evq
+from evq.cli import cli
+
+
+def stored_events(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT count(*) FROM evq_event").fetchone()[0])
+
+
+def assert_rejected(result: object, path: Path, fragment: str) -> None:
+    returncode = getattr(result, "returncode", getattr(result, "exit_code", None))
+    stderr: str = result.stderr  # type: ignore[attr-defined]
+    assert returncode == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("Error: ")
+    assert fragment in lines[0]
+    assert result.stdout == ""  # type: ignore[attr-defined]
+    assert stored_events(path) == 0
+
+
+def test_publish_prints_the_event_id_and_stores_the_event(queue_path: Path) -> None:
+    result = run_evq("publish", "user.created", "--payload", '{"user_id": 42}')
+    assert result.returncode == 0, result.stderr
+    event_id = result.stdout.strip()
+    assert len(event_id) == 26
+    with sqlite3.connect(queue_path) as conn:
+        row = conn.execute("SELECT id, name, payload FROM evq_event").fetchone()
+    assert row[0] == event_id
+    assert row[1] == "user.created"
+    assert json.loads(row[2]) == {"user_id": 42}
+
+
+def test_publish_json_prints_id_name_and_time(queue_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["publish", "a.b", "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert set(document) >= {"id", "name", "published_at"}
+    assert document["name"] == "a.b"
+    assert document["published_at"].endswith("+00:00")
+
+
+def test_payload_from_a_file_and_from_stdin(queue_path: Path, tmp_path: Path) -> None:
+    payload_file = tmp_path / "payload.json"
+    payload_file.write_text('{"from": "file"}')
+    assert run_evq("publish", "a.b", "--payload", f"@{payload_file}").returncode == 0
+    assert run_evq("publish", "a.b", "--payload", "-", input='{"from": "stdin"}').returncode == 0
+    with sqlite3.connect(queue_path) as conn:
+        payloads = [json.loads(p) for (p,) in conn.execute("SELECT payload FROM evq_event")]
+    assert payloads == [{"from": "file"}, {"from": "stdin"}]
+
+
+def test_delay_holds_delivery_back(queue_path: Path) -> None:
+    assert run_evq("publish", "a.b", "--delay", "1h").returncode == 0
+    with sqlite3.connect(queue_path) as conn:
+        published, due = conn.execute("SELECT published_at, due_at FROM evq_event").fetchone()
+    assert due - published == pytest.approx(3600, abs=1)
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "fragment"),
+    [
+        (["a.b", "--payload", "{not json"], None, "not valid JSON"),
+        (["a.b", "--payload", "[1, 2]"], None, "not a list"),
+        (["a.b", "--payload", '"text"'], None, "not a string"),
+        (["a.b", "--payload", "42"], None, "not a number"),
+        (["a.b", "--payload", '{"x": NaN}'], None, "JSON cannot represent"),
+        (["user..created", "--payload", "{}"], None, "invalid event name"),
+        (["user created"], None, "invalid event name"),
+        (["a.b", "--payload", "@/nonexistent/payload.json"], None, "no such file"),
+        (["a.b", "--payload", "@/"], None, "cannot read it"),
+        (["a.b", "--payload", "-"], "", "stdin is empty"),
+        (["a.b", "--payload", "-"], "  \n", "stdin is empty"),
+    ],
+)
+def test_bad_input_is_rejected_with_one_line_and_exit_2(
+    queue_path: Path, args: list[str], stdin: str | None, fragment: str
+) -> None:
+    assert_rejected(run_evq("publish", *args, input=stdin), queue_path, fragment)
+
+
+def test_bad_input_through_clirunner_too(queue_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["publish", "a.b", "--payload", "[1]"])
+    assert_rejected(result, queue_path, "not a list")
+
+
+def test_a_payload_over_the_size_limit_is_rejected(queue_path: Path) -> None:
+    big = json.dumps({"blob": "x" * 200})
+    result = run_evq("publish", "a.b", "--payload", big, EVQ_MAX_PAYLOAD="100")
+    assert_rejected(result, queue_path, "the limit is 100")
+
+
+def test_a_storage_path_in_a_missing_directory_is_rejected(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "dir" / "evq.db"
+    result = run_evq("publish", "a.b", "--url", str(missing))
+    assert_rejected(result, missing, "does not exist")
+    assert not missing.parent.exists()
+
+
+def test_a_storage_path_that_cannot_be_written_is_rejected(tmp_path: Path) -> None:
+    # /sys refuses new files even to root, where permission bits would not stop us.
+    result = run_evq("publish", "a.b", "--url", "/sys/evq-test.db")
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not Path("/sys/evq-test.db").exists()
+
+
+def test_a_storage_url_with_an_unknown_scheme_is_rejected(tmp_path: Path) -> None:
+    result = run_evq("publish", "a.b", "--url", "mysql://localhost/evq")
+    assert result.returncode == 2
+    assert "unsupported storage URL scheme 'mysql'" in result.stderr
+
+
+def test_sqlite_urls_and_plain_paths_name_the_same_file(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    assert run_evq("publish", "a.b", "--url", f"sqlite:///{path}").returncode == 0
+    assert run_evq("publish", "a.b", "--url", str(path)).returncode == 0
+    assert stored_events(path) == 2
+
+
+def test_a_bad_delay_is_a_usage_error(queue_path: Path) -> None:
+    result = run_evq("publish", "a.b", "--delay", "soon")
+    assert result.returncode == 2
+    assert "invalid duration 'soon'" in result.stderr
+    assert stored_events(queue_path) == 0
+
+
+def test_missing_name_is_a_usage_error(queue_path: Path) -> None:
+    result = run_evq("publish")
+    assert result.returncode == 2
+    assert "missing event NAME" in result.stderr
+
+
+def test_version_and_help_mention_environment_variables() -> None:
+    assert run_evq("--version").stdout.startswith("evq, version")
+    help_text = run_evq("publish", "--help").stdout
+    assert "EVQ_URL" in help_text
+    assert "EVQ_PUBLISH_DELAY" in help_text
+    worker_help = run_evq("worker", "--help").stdout
+    for variable in ("EVQ_APP", "EVQ_WORKER_WORKERS", "EVQ_LEASE", "EVQ_URL"):
+        assert variable in worker_help
