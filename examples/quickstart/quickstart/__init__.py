@@ -1,0 +1,1 @@
+"""evq's quickstart example package."""

@@ -1,0 +1,30 @@
+"""Receivers that fail until EVQ_TEST_FIXED=1 is set: material for dead letters and redrive."""
+
+from __future__ import annotations
+
+import os
+
+import evq
+
+
+def _record(event: evq.Event, receiver: str) -> None:
+    line = f"{event.id} {receiver} {event.attempt} {os.getpid()}\n".encode()
+    fd = os.open(os.environ["EVQ_TEST_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+@evq.subscriber("job.**", retries=0)
+def explode(event: evq.Event, /) -> None:
+    if os.environ.get("EVQ_TEST_FIXED") != "1":
+        raise ValueError(f"kaput {event.payload.get('n')}")
+    _record(event, "explode")
+
+
+@evq.subscriber("job.report.*", retries=0)
+def report(event: evq.Event, /) -> None:
+    if os.environ.get("EVQ_TEST_FIXED") != "1":
+        raise KeyError("missing column")
+    _record(event, "report")
