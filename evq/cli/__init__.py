@@ -27,6 +27,11 @@ COMMANDS = {
     "worker": "evq.cli.worker:worker",
     "list-subscribers": "evq.cli.subscribers:list_subscribers",
     "dlq": "evq.cli.dlq:dlq",
+    "status": "evq.cli.status:status",
+    "events": "evq.cli.events:events",
+    "show": "evq.cli.events:show",
+    "replay": "evq.cli.replay:replay",
+    "prune": "evq.cli.prune:prune",
 }
 
 
@@ -56,8 +61,19 @@ class LazyGroup(click.Group):
         if cmd_name in self.lazy:
             module_name, attribute = self.lazy[cmd_name].split(":")
             command: click.Command = getattr(importlib.import_module(module_name), attribute)
+            _show_envvars(command)
             return command
         return super().get_command(ctx, cmd_name)
+
+
+def _show_envvars(command: click.Command) -> None:
+    # Every option reads an EVQ_* variable (auto_envvar_prefix); say which in --help.
+    for param in command.params:
+        if isinstance(param, click.Option):
+            param.show_envvar = True
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _show_envvars(sub)
 
 
 @click.group(
