@@ -9,7 +9,6 @@ import dataclasses
 import os
 import re
 
-from evq.durations import parse_duration
 from evq.errors import InvalidInput
 
 DEFAULT_URL = "evq.db"
@@ -33,6 +32,8 @@ class Settings:
 def settings_from_env(env: dict[str, str] | None = None) -> Settings:
     """Return the settings named by `EVQ_URL`, `EVQ_SYNC`, `EVQ_MAX_PAYLOAD`, `EVQ_LEASE`
     and `EVQ_RETENTION`, with defaults for the ones that are unset."""
+    from evq.durations import parse_duration
+
     env = dict(os.environ) if env is None else env
     settings = Settings()
     if env.get("EVQ_URL"):

@@ -154,7 +154,9 @@ def _select(
     if pattern is not None:
         validate_pattern(pattern)
     letters: list[dict[str, Any]] = _queue(url).dead_letters(
-        ids=ids or (), receiver=receiver, older_than=older_than,
+        ids=ids or (),
+        receiver=receiver,
+        older_than=older_than,
         limit=None if pattern is not None else limit,
     )
     if pattern is not None:
@@ -190,8 +192,8 @@ def _choose(
 
 
 def _record(letter: dict[str, Any], *, with_details: bool) -> dict[str, Any]:
-    from evq.event import decode_payload, timestamp_to_datetime
     from evq.errors import InvalidPayload
+    from evq.event import decode_payload, timestamp_to_datetime
 
     record = {
         "id": letter["id"],
@@ -218,7 +220,7 @@ def _age(iso: str) -> str:
 
     from evq.durations import format_age
 
-    return format_age(dt.datetime.fromisoformat(iso), now=dt.datetime.now(dt.timezone.utc))
+    return format_age(dt.datetime.fromisoformat(iso), now=dt.datetime.now(dt.UTC))
 
 
 def _s(count: int) -> str:
