@@ -76,6 +76,15 @@ def failure(
     )
 
 
+def undeliverable(lease: Lease, exc: Exception) -> Outcome:
+    """Return the dead letter of a delivery that failed before its receiver was called."""
+    error = f"cannot deliver: {_describe_error(exc)}"
+    details = "".join(traceback.format_exception(exc))
+    return Outcome(
+        lease, "dead", None, time.time(), error=error, traceback=details, counts_as_failure=False
+    )
+
+
 def retry_delay(subscription: Subscription, failures: int) -> float:
     """Return the wait before the retry that follows the `failures`-th failed attempt."""
     delay = subscription.retry_delay * subscription.retry_backoff ** (failures - 1)
@@ -98,6 +107,10 @@ def _describe(exc: BaseException, subscription: Subscription) -> str:
         return f"timed out after {subscription.timeout:g}s"
     if isinstance(exc, Retry):
         return f"Retry: {exc}"
+    return _describe_error(exc)
+
+
+def _describe_error(exc: BaseException) -> str:
     return f"{type(exc).__qualname__}: {exc}" if str(exc) else type(exc).__qualname__
 
 

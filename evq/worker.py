@@ -55,6 +55,13 @@ DEFAULT_PREFETCH = 16
 # SQLite's data_version; 5 ms keeps delivery latency low at about 1 % of a core while idle.
 IDLE_POLL_SECONDS = 0.005
 WORKER_HEARTBEAT_SECONDS = 5.0
+# Retention: finished events older than WorkerOptions.retention_seconds are pruned shortly after
+# start, then every few minutes, at most PRUNE_MAX_BATCHES transactions of 1000 events at a time
+# so that heartbeats go on in between.
+PRUNE_FIRST_DELAY_SECONDS = 5.0
+PRUNE_INTERVAL_SECONDS = 300.0
+PRUNE_MAX_BATCHES = 20
+PRUNE_BATCH_SIZE = 1000
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -172,7 +179,13 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
             args=(),
             kwargs=dataclasses.asdict(lease),
         )
-        data: bytes = self.serializer.serialize(message)
+        try:
+            data: bytes = self.serializer.serialize(message)
+        except (TypeError, ValueError) as exc:
+            # A damaged row (a publish time that is not a number, ...): a dead letter, never a
+            # lease held and renewed by the heartbeat for ever.
+            self.finished(delivery.undeliverable(lease, exc))
+            return None
         return data
 
     def _lease(self, outcomes: list[Outcome]) -> LeaseBatch:
@@ -269,7 +282,13 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
             time.sleep(interval)
             now = time.time()
             with self._lock:
-                held = [*self._buffer, *(lease for lease, _ in self._running.values())]
+                # Finished attempts too: their outcome is written with the next lease, after
+                # the rest of the batch, and their delivery must not be run again meanwhile.
+                held = [
+                    *self._buffer,
+                    *(lease for lease, _ in self._running.values()),
+                    *(outcome.lease for outcome in self._outcomes),
+                ]
             try:
                 self.queue.renew([(lease, now + lease.lease_seconds) for lease in held])
             except StorageError:
@@ -323,6 +342,10 @@ class EvqHuey(Huey):  # type: ignore[misc]
         self._tasks_in_flight.add(task)
         try:
             outcome = delivery.attempt(lease, subscription)
+        except Exception as exc:
+            # The receiver could not even be called (a damaged row, or a bug in evq): without
+            # an outcome, the heartbeat would keep this lease alive for ever.
+            outcome = delivery.undeliverable(lease, exc)
         finally:
             self._tasks_in_flight.discard(task)
         self.storage.finished(outcome)
@@ -361,6 +384,7 @@ class Housekeeper(Scheduler):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._started_at = time.time()
         self._next_heartbeat = 0.0
+        self._next_prune = time.monotonic() + PRUNE_FIRST_DELAY_SECONDS
 
     def loop(self, now: Any = None) -> None:
         if time.monotonic() >= self._next_heartbeat:
@@ -377,16 +401,57 @@ class Housekeeper(Scheduler):  # type: ignore[misc]
                 storage.queue.worker_seen(storage.run_id, started_at=self._started_at, info=info)
             except StorageError:
                 self._logger.exception("could not record the worker heartbeat")
+        if time.monotonic() >= self._next_prune:
+            self._prune()
         self.stop_flag.wait(1.0)
+
+    def _prune(self) -> None:
+        """Delete finished events older than the retention period, a bounded amount at a time."""
+        self._next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
+        retention = self.huey.storage.options.retention_seconds
+        if retention is None:
+            return
+        try:
+            pruned = self.huey.storage.queue.prune(
+                time.time() - retention, batch_size=PRUNE_BATCH_SIZE, max_batches=PRUNE_MAX_BATCHES
+            )
+        except StorageError:
+            self._logger.exception("could not prune finished events")
+            return
+        if pruned:
+            logger.info("pruned %d finished events older than the retention period", pruned)
+        if pruned >= PRUNE_MAX_BATCHES * PRUNE_BATCH_SIZE:
+            # A backlog of old events: go on after the next heartbeat, not in five minutes.
+            self._next_prune = time.monotonic()
 
 
 class _ProcessEnvironment(ProcessEnvironment):  # type: ignore[misc]
     # Children ignore SIGINT and SIGTERM (a terminal's Ctrl-C and systemd's stop reach the whole
     # process group): the parent alone decides, and interrupts a child with SIGUSR1.
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._parent_pid = os.getpid()
+
     def init_child(self, process: Any) -> None:
         super().init_child(process)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        threading.Thread(
+            target=_stop_when_orphaned,
+            args=(self._parent_pid, process.stop_flag),
+            name="evq-parent-watch",
+            daemon=True,
+        ).start()
+
+
+def _stop_when_orphaned(parent_pid: int, stop_flag: Any) -> None:
+    # A child ignores SIGTERM and SIGINT, so if its parent is killed (SIGKILL, the OOM killer)
+    # nothing would ever stop it: it would go on taking deliveries unsupervised. Stop as the
+    # parent would have: finish the running receiver and give the prefetched leases back.
+    while not stop_flag.wait(0.5):
+        if os.getppid() != parent_pid:
+            stop_flag.set()
+            return
 
 
 class DeliveryConsumer(Consumer):  # type: ignore[misc]

@@ -55,8 +55,9 @@ def evq_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_evq(*args: str, input: str | None = None, timeout: float = 120,
-            **env: str) -> subprocess.CompletedProcess[str]:
+def run_evq(
+    *args: str, input: str | None = None, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m evq ARGS` to completion and return what it printed."""
     return subprocess.run(
         [sys.executable, "-m", "evq", *args],

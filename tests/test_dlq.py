@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import calls, run_evq
 
 import evq
-from conftest import calls, run_evq
 from evq.cli import cli
 
 
@@ -83,21 +83,29 @@ def test_redrive_by_id_runs_the_delivery_again_with_a_fresh_attempt_count(
     assert result.stdout.strip() == "redrove 1 dead letter"
     assert len(dead_list()) == 3
 
-    assert run_evq("worker", "--burst", "--app", "tests.apps.flaky",
-                   EVQ_TEST_FIXED="1").returncode == 0
+    assert (
+        run_evq("worker", "--burst", "--app", "tests.apps.flaky", EVQ_TEST_FIXED="1").returncode
+        == 0
+    )
     log = (queue_path.parent / "calls.log").read_text().split()
     assert log[:3] == [dead_letters[0], "explode", "1"]  # attempt counts from 1 again
 
 
 def test_redrive_by_receiver_and_by_name(queue_path: Path, dead_letters: list[str]) -> None:
-    assert run_evq("dlq", "redrive", "--receiver", "tests.apps.flaky:report",
-                   "--dry-run").stdout.strip() == "would redrive 1 dead letter"
+    assert (
+        run_evq(
+            "dlq", "redrive", "--receiver", "tests.apps.flaky:report", "--dry-run"
+        ).stdout.strip()
+        == "would redrive 1 dead letter"
+    )
     assert run_evq("dlq", "redrive", "--name", "job.report.*").stdout.strip() == (
         "redrove 2 dead letters"
     )
     assert run_evq("dlq", "redrive", "--all").stdout.strip() == "redrove 2 dead letters"
-    assert run_evq("worker", "--burst", "--app", "tests.apps.flaky",
-                   EVQ_TEST_FIXED="1").returncode == 0
+    assert (
+        run_evq("worker", "--burst", "--app", "tests.apps.flaky", EVQ_TEST_FIXED="1").returncode
+        == 0
+    )
     assert len(calls(queue_path.parent / "calls.log")) == 4
     assert states(queue_path) == {"done": 4}
 

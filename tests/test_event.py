@@ -30,8 +30,15 @@ def test_event_is_frozen_and_keyword_only() -> None:
 
 
 def test_a_json_object_round_trips() -> None:
-    payload = {"user_id": 42, "tags": ["a", "b"], "ok": True, "none": None, "f": 1.5,
-               "nested": {"x": [1, {"y": "z"}]}, "unicode": "héllo"}
+    payload = {
+        "user_id": 42,
+        "tags": ["a", "b"],
+        "ok": True,
+        "none": None,
+        "f": 1.5,
+        "nested": {"x": [1, {"y": "z"}]},
+        "unicode": "héllo",
+    }
     assert decode_payload(encode_payload(payload)) == payload
 
 

@@ -10,15 +10,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import calls, evq_env, run_evq
 
 import evq
 import evq.publisher
-import evq.publisher
-from conftest import calls, evq_env, run_evq
 
 
 def open_app_db(path: Path) -> sqlite3.Connection:
-    evq.publisher.queue().conn  # evq's tables exist before the application's transactions
+    assert evq.publisher.queue().conn  # evq's tables exist before the app's transactions
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, status TEXT)")
     conn.commit()
@@ -34,7 +33,9 @@ def test_an_event_published_in_a_committed_transaction_is_delivered(queue_path: 
 
     assert run_evq("worker", "--burst", "--app", "tests.apps.recorder").returncode == 0
     assert set(calls(queue_path.parent / "calls.log")) == {
-        (event_id, "bill"), (event_id, "ship"), (event_id, "audit")
+        (event_id, "bill"),
+        (event_id, "ship"),
+        (event_id, "audit"),
     }
 
 
@@ -85,7 +86,9 @@ def test_an_event_committed_just_before_a_crash_is_delivered(queue_path: Path) -
 
     assert run_evq("worker", "--burst", "--app", "tests.apps.recorder").returncode == 0
     assert set(calls(queue_path.parent / "calls.log")) == {
-        (event_id, "bill"), (event_id, "ship"), (event_id, "audit")
+        (event_id, "bill"),
+        (event_id, "ship"),
+        (event_id, "audit"),
     }
 
 
@@ -111,10 +114,12 @@ def test_the_cli_key_option_is_idempotent_too(queue_path: Path) -> None:
 
 def test_publish_many_validates_everything_before_storing_anything(queue_path: Path) -> None:
     with pytest.raises(evq.InvalidInput, match="event 2"):
-        evq.publish_many([
-            {"name": "a.b", "payload": {}},
-            {"name": "bad name", "payload": {}},
-        ])
+        evq.publish_many(
+            [
+                {"name": "a.b", "payload": {}},
+                {"name": "bad name", "payload": {}},
+            ]
+        )
     ids = evq.publish_many([{"name": "a.b", "payload": {"i": i}} for i in range(2500)])
     assert len(set(ids)) == 2500
     with sqlite3.connect(queue_path) as conn:

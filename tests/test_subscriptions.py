@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from conftest import run_evq
 
 import evq
-from conftest import run_evq
 from evq import subscriptions
 from evq.cli import cli
 from evq.errors import InvalidPattern, InvalidReceiver
@@ -100,7 +100,9 @@ def test_list_subscribers_shows_pattern_receiver_options_and_source() -> None:
     assert result.exit_code == 0, result.output
     rows: list[dict[str, Any]] = json.loads(result.stdout)
     assert {row["receiver"] for row in rows} == {
-        "tests.apps.recorder:bill", "tests.apps.recorder:ship", "tests.apps.recorder:audit"
+        "tests.apps.recorder:bill",
+        "tests.apps.recorder:ship",
+        "tests.apps.recorder:audit",
     }
     for row in rows:
         assert set(row) == {"pattern", "receiver", "options", "source"}
@@ -114,9 +116,7 @@ def test_list_subscribers_filters_by_pattern_or_name() -> None:
     lines = result.stdout.splitlines()
     assert sorted(line.split("\t")[0] for line in lines) == ["**", "order.*", "order.**"]
     result = run_evq("list-subscribers", "order.a.b", "--app", "tests.apps.recorder")
-    assert sorted(line.split("\t")[0] for line in result.stdout.splitlines()) == [
-        "**", "order.**"
-    ]
+    assert sorted(line.split("\t")[0] for line in result.stdout.splitlines()) == ["**", "order.**"]
 
 
 def test_an_unknown_app_module_is_bad_input(queue_path: Path) -> None:
@@ -124,8 +124,9 @@ def test_an_unknown_app_module_is_bad_input(queue_path: Path) -> None:
         result = run_evq(*command, "--app", "tests.apps.no_such_module")
         assert result.returncode == 2, result.stderr
         lines = result.stderr.strip().splitlines()
-        assert lines == ["Error: cannot import --app module 'tests.apps.no_such_module': no such"
-                         " module"]
+        assert lines == [
+            "Error: cannot import --app module 'tests.apps.no_such_module': no such module"
+        ]
     assert not queue_path.exists()
 
 
@@ -142,13 +143,15 @@ def test_entry_points_are_found_in_installed_packages(tmp_path: Path) -> None:
     package = site / "shop"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
-    (package / "subscriptions.py").write_text(textwrap.dedent("""
+    (package / "subscriptions.py").write_text(
+        textwrap.dedent("""
         import evq
 
         @evq.subscriber("user.created")
         def send_welcome_email(event, /):
             pass
-    """))
+    """)
+    )
     dist = site / "shop-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: shop\nVersion: 1.0\n")
@@ -156,6 +159,8 @@ def test_entry_points_are_found_in_installed_packages(tmp_path: Path) -> None:
     result = run_evq("list-subscribers", "--json", PYTHONPATH=str(site))
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
-    assert {"pattern": "user.created", "receiver": "shop.subscriptions:send_welcome_email",
-            "source": "entry point shop"}.items() <= {
-        k: v for k, v in rows[0].items() if k != "options"}.items()
+    assert {
+        "pattern": "user.created",
+        "receiver": "shop.subscriptions:send_welcome_email",
+        "source": "entry point shop",
+    }.items() <= {k: v for k, v in rows[0].items() if k != "options"}.items()

@@ -4,7 +4,9 @@ reads of the queue file with plain sqlite3."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -36,17 +38,34 @@ class WorkerProcess:
     def pid(self) -> int:
         return self.process.pid
 
-    def signal(self, signum: int) -> None:
+    def send(self, signum: int) -> None:
         """Send `signum` to the worker's main process only."""
         self.process.send_signal(signum)
 
     def kill_group(self) -> None:
         """SIGKILL the worker and its forked children at once."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait(timeout=30)
+
+    def handles_signals(self) -> bool:
+        """Tell whether the worker has installed its SIGTERM handler (it is past start-up)."""
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except FileNotFoundError:
+            return False
+        caught = int(re.search(r"^SigCgt:\s*([0-9a-f]+)", status, re.M).group(1), 16)  # type: ignore[union-attr]
+        return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Wait until the worker handles SIGTERM: from then on a signal is graceful."""
+        wait_until(self.handles_signals, timeout=timeout)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Send a graceful stop signal once the worker is ready; return its exit code."""
+        self.wait_ready()
+        self.send(signum)
+        return self.wait(timeout)
 
     def wait(self, timeout: float = 60) -> int:
         return self.process.wait(timeout=timeout)

@@ -8,7 +8,6 @@ from typing import Any, TypeVar
 import click
 
 from evq import config
-from evq.durations import parse_duration
 from evq.errors import InvalidDuration
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -46,6 +45,8 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
     name = "duration"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from evq.durations import parse_duration  # only when the option is given
+
         if isinstance(value, (int, float)):
             return float(value)
         try:
@@ -55,6 +56,28 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
 
 
 DURATION = Duration()
+
+
+class PointInTime(click.ParamType):  # type: ignore[type-arg]
+    """A point in time, as a Unix timestamp: ISO 8601 (UTC unless it says), `now`, or how long
+    ago (`2h` means two hours ago)."""
+
+    name = "time"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from datetime import UTC, datetime
+
+        from evq.durations import parse_time
+
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return parse_time(value, now=datetime.now(UTC)).timestamp()
+        except InvalidDuration as exc:
+            self.fail(str(exc), param, ctx)
+
+
+TIME = PointInTime()
 
 
 def apply_settings(url: str) -> config.Settings:

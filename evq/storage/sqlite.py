@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
-from evq.errors import InvalidStorageURL, QueueNotFound, StorageError
+from evq.errors import InvalidInput, InvalidStorageURL, QueueNotFound, StorageError
 
 SCHEMA_VERSION = 1
 
@@ -109,6 +109,17 @@ _BUSY_TIMEOUT_MS = 30_000
 # After the busy timeout a write is tried again until this deadline: a publisher or a worker
 # sees "database is locked" only if the file stays locked this long.
 _WRITE_DEADLINE_SECONDS = 300.0
+# Guards a forked child's switch to a lock of its own; made anew in a child, in case another
+# thread of the parent held it at the fork.
+_fork_lock = threading.Lock()
+
+
+def _new_fork_lock() -> None:
+    global _fork_lock
+    _fork_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_fork_lock)
 
 
 def sqlite_path(url: str) -> str:
@@ -152,7 +163,7 @@ class Lease:
     receiver: str
     event_id: str
     name: str
-    payload: str | bytes
+    payload: str
     published_at: float
     lease_seconds: float
     replay: bool
@@ -209,7 +220,7 @@ class SqliteQueue:
         self.path = sqlite_path(url)
         self.sync = sync
         self._create = create
-        self._lock = threading.RLock()
+        self._process_lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
         self._check_path()
@@ -241,13 +252,26 @@ class SqliteQueue:
             )
 
     @property
+    def _lock(self) -> threading.RLock:
+        """This process's lock: a forked child makes its own (a parent's thread may hold the
+        inherited one), once, and forgets the parent's connection."""
+        if self._pid != os.getpid():
+            with _fork_lock:
+                if self._pid != os.getpid():
+                    self._process_lock = threading.RLock()
+                    self._conn = None
+                    self._pid = os.getpid()
+        return self._process_lock
+
+    @property
     def conn(self) -> sqlite3.Connection:
         """The connection of this process, opened (and the schema created) on first use."""
-        if self._conn is None or self._pid != os.getpid():
-            self._lock = threading.RLock()
-            self._pid = os.getpid()
-            self._conn = self._connect()
-        return self._conn
+        # Opened under the lock, which stays the same: threads that race to the first use
+        # must not each end up holding a different lock over the one connection.
+        with self._lock:
+            if self._conn is None:
+                self._conn = self._connect()
+            return self._conn
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -478,6 +502,205 @@ class SqliteQueue:
                 ).rowcount
             return total
 
+    # Inspection
+
+    def status(self, *, now: float | None = None) -> QueueStatus:
+        """Return what the queue holds and does now, read from indexes and counters only.
+
+        The cost grows with the backlog (unfinished deliveries) and the dead letters, never
+        with the number of finished events kept in the log.
+        """
+        now = time.time() if now is None else now
+        backlog = dict.fromkeys(("pending", "scheduled", "retrying", "running"), 0)
+        with self._lock, _reading(self.path):
+            conn = self.conn
+            published = conn.execute(
+                "SELECT value FROM evq_counter WHERE name = 'published'"
+            ).fetchone()
+            due, delayed = conn.execute(
+                "SELECT coalesce(sum(due_at <= ?), 0), coalesce(sum(due_at > ?), 0)"
+                " FROM evq_event WHERE due_at IS NOT NULL",
+                (now, now),
+            ).fetchone()
+            for state, count in conn.execute(
+                f"SELECT {_STATE_SQL} AS s, count(*) FROM evq_delivery"
+                " WHERE due_at IS NOT NULL GROUP BY s",
+                (now,),
+            ):
+                backlog[state] += count
+            dead = conn.execute("SELECT count(*) FROM evq_delivery WHERE state = 'dead'")
+            dead_count = int(dead.fetchone()[0])
+            done, failed = conn.execute(
+                "SELECT coalesce(sum(done), 0), coalesce(sum(failed), 0) FROM evq_stat"
+                " WHERE second >= ? AND second < ?",
+                (int(now) - RATE_WINDOW_SECONDS, int(now)),
+            ).fetchone()
+            workers = conn.execute(
+                f"SELECT {', '.join(_WORKER_KEYS)} FROM evq_worker WHERE seen_at >= ?"
+                " ORDER BY started_at, id",
+                (now - WORKER_SEEN_WITHIN_SECONDS,),
+            ).fetchall()
+            oldest_due = _next_due(conn)
+        return QueueStatus(
+            time=now,
+            published=int(published[0]) if published else 0,
+            awaiting_dispatch=int(due),
+            delayed=int(delayed),
+            pending=backlog["pending"],
+            scheduled=backlog["scheduled"],
+            retrying=backlog["retrying"],
+            running=backlog["running"],
+            dead=dead_count,
+            oldest_due_at=oldest_due if oldest_due is not None and oldest_due <= now else None,
+            delivered_last_minute=int(done),
+            failed_last_minute=int(failed),
+            workers=[dict(zip(_WORKER_KEYS, row, strict=True)) for row in workers],
+        )
+
+    def events(
+        self,
+        selection: EventSelection | None = None,
+        *,
+        status: str | None = None,
+        limit: int | None = 50,
+        now: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Return the selected events, newest first, each with its delivery counts by state.
+
+        `status` keeps the events that have at least one delivery in that state (one of
+        `DELIVERY_STATES`); an event not dispatched yet counts as `pending`, or as `scheduled`
+        while its delay runs.
+        """
+        now = time.time() if now is None else now
+        where, params = _event_filter(selection or EventSelection())
+        if status is not None:
+            clause, more = _event_status_filter(status, now)
+            where += f" AND {clause}"
+            params.extend(more)
+        sql = (
+            f"SELECT {_EVENT_SELECT} FROM evq_event e WHERE {where}"
+            " ORDER BY e.published_at DESC, e.seq DESC"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._lock, _reading(self.path):
+            conn = self.conn
+            _register_functions(conn)
+            events = [dict(zip(_EVENT_KEYS, row, strict=True)) for row in conn.execute(sql, params)]
+            counts = _delivery_counts(conn, [event["seq"] for event in events], now)
+        for event in events:
+            event["deliveries"] = counts.get(event["seq"], _zero_counts())
+            event["status"] = _event_status(event, now)
+        return events
+
+    def event(self, event_id: str, *, now: float | None = None) -> dict[str, Any] | None:
+        """Return one event with every delivery and its attempts, or None if it is not stored."""
+        now = time.time() if now is None else now
+        with self._lock, _reading(self.path):
+            conn = self.conn
+            row = conn.execute(
+                f"SELECT {_EVENT_SELECT} FROM evq_event e WHERE e.id = ?", (event_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            event = dict(zip(_EVENT_KEYS, row, strict=True))
+            deliveries = [
+                dict(zip(_DELIVERY_KEYS, d, strict=True))
+                for d in conn.execute(
+                    f"SELECT {', '.join(_DELIVERY_KEYS)} FROM evq_delivery"
+                    " WHERE event_seq = ? ORDER BY id",
+                    (event["seq"],),
+                )
+            ]
+            history: dict[int, list[dict[str, Any]]] = {}
+            for attempt in conn.execute(
+                f"SELECT {', '.join(_ATTEMPT_KEYS)} FROM evq_attempt WHERE delivery_id IN"
+                " (SELECT id FROM evq_delivery WHERE event_seq = ?) ORDER BY delivery_id, attempt",
+                (event["seq"],),
+            ):
+                record = dict(zip(_ATTEMPT_KEYS, attempt, strict=True))
+                history.setdefault(record.pop("delivery_id"), []).append(record)
+        counts = _zero_counts()
+        for delivery in deliveries:
+            delivery["state"] = _user_state(
+                delivery["state"], delivery["attempt"], delivery["due_at"], now
+            )
+            delivery["replay"] = bool(delivery["replay"])
+            delivery["history"] = history.get(delivery["id"], [])
+            counts[delivery["state"]] += 1
+        event["deliveries"] = counts
+        event["status"] = _event_status(event, now)
+        event["delivery_list"] = deliveries
+        return event
+
+    def replay(
+        self, selection: EventSelection, *, receiver: str | None = None, now: float | None = None
+    ) -> int:
+        """Deliver the selected events again, as new deliveries marked as replays, due now.
+
+        With `receiver`, one delivery to it per event, whether it had one or not (a backfill);
+        else one per receiver that already had a delivery of the event. Events not dispatched
+        yet are skipped: they are delivered anyway. Returns how many deliveries were created,
+        all in one transaction.
+        """
+        now = time.time() if now is None else now
+        select, params = _replay_select(selection, receiver, now)
+        with self._write() as conn:
+            _register_functions(conn)
+            cursor = conn.execute(
+                "INSERT INTO evq_delivery (event_seq, receiver, state, due_at, created_at, replay)"
+                f" {select}",
+                params,
+            )
+            return cursor.rowcount
+
+    def replay_count(self, selection: EventSelection, *, receiver: str | None = None) -> int:
+        """Return how many deliveries `replay()` would create now (a dry run)."""
+        select, params = _replay_select(selection, receiver, time.time())
+        with self._lock, _reading(self.path):
+            _register_functions(self.conn)
+            return int(self.conn.execute(f"SELECT count(*) FROM ({select})", params).fetchone()[0])
+
+    def prune(
+        self,
+        older_than: float,
+        *,
+        batch_size: int = 1000,
+        max_batches: int | None = None,
+        now: float | None = None,
+    ) -> int:
+        """Delete the finished events published before `older_than`; return how many.
+
+        An event is finished once it was dispatched and every delivery of it is done: an event
+        with a pending, scheduled, running, retrying or dead delivery is kept. Its deliveries,
+        their attempts and its idempotency key go with it. Each batch of `batch_size` events is
+        a short transaction of its own, so that workers are not held up; `max_batches` bounds
+        one call. Delivery statistics and heartbeats of workers gone for a day go too.
+        """
+        now = time.time() if now is None else now
+        total = 0
+        after: tuple[float, int] | None = None
+        batches = 0
+        while max_batches is None or batches < max_batches:
+            with self._write() as conn:
+                pruned, after = _prune_batch(conn, older_than, after, batch_size)
+            total += pruned
+            batches += 1
+            if after is None:
+                break
+        with self._write() as conn:
+            conn.execute("DELETE FROM evq_stat WHERE second < ?", (int(now - FORGET_SECONDS),))
+            conn.execute("DELETE FROM evq_worker WHERE seen_at < ?", (now - FORGET_SECONDS,))
+        return total
+
+    def prunable_count(self, older_than: float) -> int:
+        """Return how many events `prune(older_than)` would delete now (a dry run)."""
+        rows = self._read(
+            f"SELECT count(*) FROM evq_event e WHERE e.published_at < ? AND {_FINISHED_SQL}",
+            (older_than,),
+        )
+        return int(rows[0][0])
+
 
 # Private
 
@@ -606,7 +829,9 @@ def _lease(
 ) -> tuple[list[Lease], int]:
     rows = conn.execute(
         "SELECT d.id, d.receiver, d.state, d.attempt, d.failures, d.lease_owner, d.started_at,"
-        " d.replay, e.id, e.name, e.payload, e.published_at"
+        # The payload is read as bytes: a damaged or forged row may hold text that is not
+        # UTF-8, which sqlite3 refuses to return and which would stall the queue at this row.
+        " d.replay, e.id, e.name, CAST(e.payload AS BLOB), e.published_at"
         " FROM evq_delivery d JOIN evq_event e ON e.seq = d.event_seq"
         " WHERE d.due_at IS NOT NULL AND d.due_at <= ? ORDER BY d.due_at, d.id LIMIT ?",
         (now, limit),
@@ -625,7 +850,7 @@ def _lease(
         replay,
         event_id,
         name,
-        payload,
+        raw_payload,
         published_at,
     ) in rows:
         policy = router.policy(receiver)
@@ -645,10 +870,13 @@ def _lease(
                 ),
             )
         error = None
+        payload = _payload_text(raw_payload)
         if policy is None:
             error = f"receiver {receiver} is not registered with the worker"
         elif failures > policy[0]:
             error = f"worker lost {failures} times while running this delivery"
+        elif payload is None:
+            error = f"stored payload is not valid JSON: {len(raw_payload)} bytes, not UTF-8 text"
         if error is not None:
             conn.execute(
                 "UPDATE evq_delivery SET state = 'dead', due_at = NULL, failures = ?,"
@@ -657,7 +885,7 @@ def _lease(
             )
             dead += 1
             continue
-        assert policy is not None
+        assert policy is not None and payload is not None
         lease_seconds = policy[1]
         leases.append(
             Lease(
@@ -680,6 +908,15 @@ def _lease(
         taken,
     )
     return leases, dead
+
+
+def _payload_text(raw: bytes) -> str | None:
+    """Return a stored payload as text (whether JSON is checked later), or None if it is not
+    UTF-8: garbage bytes or a binary pickle, never to be decoded any further."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _record(conn: sqlite3.Connection, outcomes: Sequence[Outcome], owner: str) -> None:
@@ -750,3 +987,255 @@ def _record(conn: sqlite3.Connection, outcomes: Sequence[Outcome], owner: str) -
             " DO UPDATE SET done = done + excluded.done, failed = failed + excluded.failed",
             [(second, counts[0], counts[1]) for second, counts in stats.items()],
         )
+
+
+# Inspection: what `evq status`, `evq events`, `evq show`, `evq replay` and `evq prune` read
+
+# The states a person sees. `pending`, `scheduled` and `retrying` are all stored as `pending`:
+# scheduled is not due yet (a delayed event), retrying has had an attempt already.
+DELIVERY_STATES = ("pending", "scheduled", "running", "retrying", "done", "dead")
+WORKER_SEEN_WITHIN_SECONDS = 30.0
+RATE_WINDOW_SECONDS = 60
+# Delivery statistics and heartbeats of stopped workers older than this are pruned.
+FORGET_SECONDS = 86400.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class EventSelection:
+    """Which stored events an inspection or a replay is about; None selects everything.
+
+    `name` is a subscription pattern (`order.*`); `since` and `until` bound `published_at`
+    (Unix timestamps, `since` included, `until` excluded).
+    """
+
+    name: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    @property
+    def everything(self) -> bool:
+        """Whether this selects every stored event."""
+        return self.name is None and self.since is None and self.until is None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class QueueStatus:
+    """A snapshot of a queue, as `SqliteQueue.status()` reads it (times are Unix timestamps).
+
+    `oldest_due_at` is when the delivery (or undispatched event) that has waited longest for a
+    worker became due, or None if nothing is waiting.
+    """
+
+    time: float
+    published: int
+    awaiting_dispatch: int
+    delayed: int
+    pending: int
+    scheduled: int
+    retrying: int
+    running: int
+    dead: int
+    oldest_due_at: float | None
+    delivered_last_minute: int
+    failed_last_minute: int
+    workers: list[dict[str, Any]]
+
+
+_EVENT_KEYS = ("seq", "id", "name", "payload", "published_at", "due_at", "dispatched_at", "key")
+_EVENT_SELECT = ", ".join(f"e.{key}" for key in _EVENT_KEYS)
+_DELIVERY_KEYS = (
+    "id",
+    "receiver",
+    "state",
+    "attempt",
+    "failures",
+    "replay",
+    "created_at",
+    "due_at",
+    "started_at",
+    "finished_at",
+    "lease_owner",
+    "last_error",
+    "traceback",
+)
+_ATTEMPT_KEYS = (
+    "delivery_id",
+    "attempt",
+    "worker",
+    "started_at",
+    "finished_at",
+    "outcome",
+    "error",
+)
+_WORKER_KEYS = ("id", "hostname", "pid", "started_at", "seen_at", "info")
+# The state a person sees of a delivery row; one parameter: now.
+_STATE_SQL = (
+    "CASE WHEN state <> 'pending' THEN state WHEN attempt > 0 THEN 'retrying'"
+    " WHEN due_at > ? THEN 'scheduled' ELSE 'pending' END"
+)
+# Each keeps the deliveries in one state, through a partial index (due_at or dead).
+_DELIVERY_STATE_WHERE = {
+    "pending": "d.due_at <= ? AND d.state = 'pending' AND d.attempt = 0",
+    "scheduled": "d.due_at > ? AND d.state = 'pending' AND d.attempt = 0",
+    "retrying": "d.due_at IS NOT NULL AND d.state = 'pending' AND d.attempt > 0",
+    "running": "d.due_at IS NOT NULL AND d.state = 'running'",
+    "dead": "d.state = 'dead'",
+}
+# Dispatched, and every delivery done: the only events `prune` deletes.
+_FINISHED_SQL = (
+    "e.due_at IS NULL AND e.dispatched_at IS NOT NULL AND NOT EXISTS"
+    " (SELECT 1 FROM evq_delivery d WHERE d.event_seq = e.seq AND d.state <> 'done')"
+)
+
+
+@contextlib.contextmanager
+def _reading(path: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(f"cannot read the queue {path!r}: {exc}") from exc
+
+
+def _register_functions(conn: sqlite3.Connection) -> None:
+    # Imported here: the publishing path never needs pattern matching in SQL.
+    from evq.names import matches
+
+    conn.create_function("evq_name_matches", 2, matches, deterministic=True)
+
+
+def _event_filter(selection: EventSelection) -> tuple[str, list[Any]]:
+    """Return the WHERE clause (on `evq_event e`) and parameters of a selection."""
+    clauses = ["1"]
+    params: list[Any] = []
+    if selection.name is not None:
+        if "*" not in selection.name:
+            clauses.append("e.name = ?")
+            params.append(selection.name)
+        else:
+            # The literal segments before the first wildcard are compared in SQL first, so
+            # that Python's matcher runs only for names that can match.
+            literal = selection.name.split("*", 1)[0]
+            if literal:
+                clauses.append("substr(e.name, 1, ?) = ?")
+                params.extend([len(literal), literal])
+            clauses.append("evq_name_matches(?, e.name)")
+            params.append(selection.name)
+    if selection.since is not None:
+        clauses.append("e.published_at >= ?")
+        params.append(selection.since)
+    if selection.until is not None:
+        clauses.append("e.published_at < ?")
+        params.append(selection.until)
+    return " AND ".join(clauses), params
+
+
+def _event_status_filter(status: str, now: float) -> tuple[str, list[Any]]:
+    """Return a clause keeping the events that have a delivery in the state `status`."""
+    if status == "done":
+        return (
+            "e.due_at IS NULL AND EXISTS (SELECT 1 FROM evq_delivery d"
+            " WHERE d.event_seq = e.seq AND d.state = 'done')",
+            [],
+        )
+    if status not in _DELIVERY_STATE_WHERE:
+        raise InvalidInput(
+            f"unknown delivery state {status!r}: use one of {', '.join(DELIVERY_STATES)}"
+        )
+    where = _DELIVERY_STATE_WHERE[status]
+    params: list[Any] = [now] if "?" in where else []
+    subquery = f"SELECT d.event_seq FROM evq_delivery d WHERE {where}"
+    if status in ("pending", "scheduled"):
+        # An event not dispatched yet is pending too (scheduled while its delay runs).
+        comparison = "<=" if status == "pending" else ">"
+        subquery += f" UNION ALL SELECT seq FROM evq_event WHERE due_at {comparison} ?"
+        params.append(now)
+    return f"e.seq IN ({subquery})", params
+
+
+def _delivery_counts(
+    conn: sqlite3.Connection, seqs: Sequence[int], now: float
+) -> dict[int, dict[str, int]]:
+    counts: dict[int, dict[str, int]] = {}
+    for chunk in _chunks(seqs):
+        marks = ",".join("?" * len(chunk))
+        for seq, state, count in conn.execute(
+            f"SELECT event_seq, {_STATE_SQL} AS s, count(*) FROM evq_delivery"
+            f" WHERE event_seq IN ({marks}) GROUP BY event_seq, s",
+            (now, *chunk),
+        ):
+            counts.setdefault(seq, _zero_counts())[state] += count
+    return counts
+
+
+def _zero_counts() -> dict[str, int]:
+    return dict.fromkeys(DELIVERY_STATES, 0)
+
+
+def _user_state(state: str, attempt: int, due_at: float | None, now: float) -> str:
+    if state != "pending":
+        return state
+    if attempt > 0:
+        return "retrying"
+    return "scheduled" if due_at is not None and due_at > now else "pending"
+
+
+def _event_status(event: dict[str, Any], now: float) -> str:
+    """The state of an event as a whole: the most urgent state among its deliveries."""
+    if event["due_at"] is not None:
+        return "scheduled" if event["due_at"] > now else "pending"
+    counts = event["deliveries"]
+    for state in ("dead", "running", "retrying", "pending", "scheduled"):
+        if counts[state]:
+            return state
+    return "done"
+
+
+def _replay_select(
+    selection: EventSelection, receiver: str | None, now: float
+) -> tuple[str, list[Any]]:
+    """Return the SELECT of the rows `replay()` inserts into evq_delivery, and its parameters."""
+    where, params = _event_filter(selection)
+    where += " AND e.due_at IS NULL"
+    if receiver is None:
+        return (
+            "SELECT DISTINCT e.seq, d.receiver, 'pending', ?, ?, 1 FROM evq_event e"
+            f" JOIN evq_delivery d ON d.event_seq = e.seq WHERE {where}",
+            [now, now, *params],
+        )
+    return (
+        f"SELECT e.seq, ?, 'pending', ?, ?, 1 FROM evq_event e WHERE {where}",
+        [receiver, now, now, *params],
+    )
+
+
+def _prune_batch(
+    conn: sqlite3.Connection, older_than: float, after: tuple[float, int] | None, size: int
+) -> tuple[int, tuple[float, int] | None]:
+    """Delete the finished events among the next `size` published before `older_than`.
+
+    Walks `published_at` from (published_at, seq) `after`, so that old events that must be
+    kept are looked at once per call, not once per batch. Returns how many events were
+    deleted and where the next batch starts (None when the walk is over).
+    """
+    keyset = ""
+    params: list[Any] = [older_than]
+    if after is not None:
+        keyset = " AND e.published_at >= ? AND (e.published_at > ? OR e.seq > ?)"
+        params.extend([after[0], after[0], after[1]])
+    rows = conn.execute(
+        f"SELECT e.seq, e.published_at, {_FINISHED_SQL} FROM evq_event e"
+        f" WHERE e.published_at < ?{keyset} ORDER BY e.published_at, e.seq LIMIT ?",
+        (*params, size),
+    ).fetchall()
+    finished = [seq for seq, _, is_finished in rows if is_finished]
+    for chunk in _chunks(finished):
+        marks = ",".join("?" * len(chunk))
+        conn.execute(
+            "DELETE FROM evq_attempt WHERE delivery_id IN"
+            f" (SELECT id FROM evq_delivery WHERE event_seq IN ({marks}))",
+            chunk,
+        )
+        conn.execute(f"DELETE FROM evq_delivery WHERE event_seq IN ({marks})", chunk)
+        conn.execute(f"DELETE FROM evq_event WHERE seq IN ({marks})", chunk)
+    following = (rows[-1][1], rows[-1][0]) if len(rows) == size else None
+    return len(finished), following

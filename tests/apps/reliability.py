@@ -27,8 +27,9 @@ class Fatal(Exception):
     """An error the `fatal` subscription says must not be retried."""
 
 
-@evq.subscriber("fail.always", retries=3, retry_delay=10, retry_backoff=3, max_retry_delay=100,
-                jitter=False)
+@evq.subscriber(
+    "fail.always", retries=4, retry_delay=10, retry_backoff=3, max_retry_delay=100, jitter=False
+)
 def always_fails(event: evq.Event, /) -> None:
     record(event, "always_fails")
     raise ValueError(f"boom on attempt {event.attempt}")

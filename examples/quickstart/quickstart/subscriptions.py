@@ -9,8 +9,10 @@ import evq
 @evq.subscriber("user.created", retries=3, timeout=10)
 def send_welcome_email(event: evq.Event, /) -> None:
     """Runs once for every `user.created` event (again only if it fails)."""
-    print(f"[welcome] sending a welcome email to {event.payload['email']} (event {event.id})",
-          flush=True)
+    print(
+        f"[welcome] sending a welcome email to {event.payload['email']} (event {event.id})",
+        flush=True,
+    )
 
 
 def audit_log(event: evq.Event, /) -> None:

@@ -1,0 +1,125 @@
+"""Retries with backoff and jitter, evq.Retry, dont_retry, timeouts and dead letters.
+
+Each `evq worker --burst` run makes one attempt of every due delivery and exits; the test then
+reads the retry time the worker stored, and makes the delivery due at once instead of waiting.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import run_evq
+from workers import log_lines, rows
+
+import evq
+
+APP = ("--app", "tests.apps.reliability", "-q")
+
+
+def _burst(*args: str) -> None:
+    result = run_evq("worker", "--burst", *APP, *args)
+    assert result.returncode == 0, result.stderr
+
+
+def _delivery(queue_path: Path, receiver: str) -> dict[str, Any]:
+    columns = ("state", "attempt", "failures", "due_at", "finished_at", "last_error", "traceback")
+    (row,) = rows(
+        queue_path,
+        f"SELECT {', '.join(columns)} FROM evq_delivery WHERE receiver = ?",
+        (f"tests.apps.reliability:{receiver}",),
+    )
+    return dict(zip(columns, row, strict=True))
+
+
+def _make_retries_due(queue_path: Path) -> None:
+
+    with sqlite3.connect(queue_path) as conn:
+        conn.execute("UPDATE evq_delivery SET due_at = 0 WHERE state = 'pending'")
+    conn.close()
+
+
+def _attempts(log: Path, receiver: str) -> list[int]:
+    return [int(line[2]) for line in log_lines(log) if line[1] == receiver]
+
+
+@pytest.mark.timeout(120)
+def test_failed_attempts_are_retried_with_backoff_jitter_and_a_maximum_then_dead_lettered(
+    queue_path: Path,
+) -> None:
+    log = queue_path.parent / "calls.log"
+    evq.publish("fail.always", payload={})
+    evq.publish("fail.jitter", payload={})
+    evq.publish("retry.ask", payload={})
+
+    # always_fails: retry_delay=10, retry_backoff=3, max_retry_delay=100, no jitter, retries=4.
+    # jittery: retry_delay=10, retry_backoff=2, max_retry_delay=30, jitter, retries=4.
+    # asks_for_retry: raises evq.Retry(delay=42) on attempts 1 and 2.
+    for failures, (exact, jittered) in enumerate(
+        [(10, 10), (30, 20), (90, 30), (100, 30)], start=1
+    ):
+        _burst()
+        always = _delivery(queue_path, "always_fails")
+        assert always["state"] == "pending"
+        assert (always["attempt"], always["failures"]) == (failures, failures)
+        assert always["due_at"] - always["finished_at"] == pytest.approx(exact)
+        assert always["last_error"] == f"ValueError: boom on attempt {failures}"
+        jitter = _delivery(queue_path, "jittery")
+        assert jittered / 2 <= jitter["due_at"] - jitter["finished_at"] <= jittered
+        if failures <= 2:
+            asked = _delivery(queue_path, "asks_for_retry")
+            assert asked["state"] == "pending"
+            assert asked["due_at"] - asked["finished_at"] == pytest.approx(42)
+            assert asked["last_error"] == "Retry: the order is not paid yet"
+        _make_retries_due(queue_path)
+
+    _burst()
+    dead = _delivery(queue_path, "always_fails")
+    assert (dead["state"], dead["attempt"], dead["failures"], dead["due_at"]) == (
+        "dead",
+        5,
+        5,
+        None,
+    )
+    assert dead["last_error"] == "ValueError: boom on attempt 5 (gave up after 5 failed attempts)"
+    assert "in always_fails" in dead["traceback"]
+    assert "ValueError: boom on attempt 5" in dead["traceback"]
+    assert _delivery(queue_path, "jittery")["state"] == "dead"
+    assert _delivery(queue_path, "asks_for_retry")["state"] == "done"
+
+    assert _attempts(log, "always_fails") == [1, 2, 3, 4, 5]
+    assert _attempts(log, "asks_for_retry") == [1, 2, 3]
+    history = rows(
+        queue_path,
+        "SELECT a.attempt, a.outcome FROM evq_attempt a JOIN evq_delivery d"
+        " ON d.id = a.delivery_id WHERE d.receiver LIKE '%always_fails' ORDER BY a.attempt",
+    )
+    assert history == [(1, "retry"), (2, "retry"), (3, "retry"), (4, "retry"), (5, "dead")]
+
+
+@pytest.mark.timeout(60)
+def test_an_error_listed_in_dont_retry_makes_a_dead_letter_at_once(queue_path: Path) -> None:
+    evq.publish("fail.fatal", payload={})
+    _burst()
+    dead = _delivery(queue_path, "fatal")
+    assert (dead["state"], dead["attempt"]) == ("dead", 1)
+    assert dead["last_error"] == "Fatal: cannot ever work"
+    assert "raise Fatal" in dead["traceback"]
+    assert _attempts(queue_path.parent / "calls.log", "fatal") == [1]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
+def test_a_receiver_running_past_its_timeout_fails_the_attempt(
+    queue_path: Path, worker_type: str
+) -> None:
+    evq.publish("slow.timeout", payload={"seconds": 20})
+    _burst("--worker-type", worker_type)
+    dead = _delivery(queue_path, "too_slow")
+    assert dead["state"] == "dead"
+    assert dead["last_error"] == "timed out after 0.5s"
+    assert "DeliveryTimeout" in dead["traceback"]
+    receivers = [line[1] for line in log_lines(queue_path.parent / "calls.log")]
+    assert receivers == ["too_slow:start"]
