@@ -40,7 +40,7 @@ def attempt(lease: Lease, subscription: Subscription | None) -> Outcome:
         name=lease.name,
         payload=payload,
         published_at=timestamp_to_datetime(lease.published_at),
-        attempt=lease.attempt,
+        attempt=lease.attempt - lease.attempt_base,
     )
     started = time.time()
     try:

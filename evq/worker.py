@@ -177,7 +177,7 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
             id=f"{lease.delivery_id}.{lease.attempt}",
             name=self.task_name,
             args=(),
-            kwargs=dataclasses.asdict(lease),
+            kwargs=lease._asdict(),
         )
         try:
             data: bytes = self.serializer.serialize(message)

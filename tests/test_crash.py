@@ -115,7 +115,8 @@ def test_a_delivery_whose_worker_was_killed_runs_again_after_its_lease_expires(
     )
     assert history[0][:2] == (1, "lost")
     assert "lease expired" in history[0][2]
-    assert rows(queue_path, "SELECT attempt, failures FROM evq_delivery") == [(2, 1)]
+    # A lost worker is not the receiver's failure: it uses up no retry.
+    assert rows(queue_path, "SELECT attempt, failures FROM evq_delivery") == [(2, 0)]
 
 
 @pytest.mark.timeout(120)

@@ -130,3 +130,36 @@ def test_the_worker_gives_huey_a_json_serializer_never_pickle() -> None:
     huey = EvqHuey(WorkerOptions(url=os.devnull + ".unused.db"))
     assert type(huey.serializer) is JSONSerializer
     assert type(huey.storage.serializer) is JSONSerializer
+
+
+@pytest.mark.timeout(60)
+def test_an_event_name_that_is_not_text_is_a_dead_letter_and_the_queue_stays_readable(
+    queue_path: Path,
+) -> None:
+    good = evq.publish("fast.work", payload={"n": 1})
+    damaged = _insert_event(queue_path, "{}")
+    with sqlite3.connect(queue_path) as conn:
+        conn.execute(
+            "UPDATE evq_event SET name = CAST(x'ff00fe' AS TEXT), payload ="
+            " CAST(x'80ff' AS TEXT) WHERE id = ?",
+            (damaged,),
+        )
+    conn.close()
+    after = evq.publish("fast.work", payload={"n": 2})
+
+    result = run_evq("worker", "--burst", "--app", "tests.apps.reliability")
+    assert result.returncode == 0, result.stderr
+    assert sorted(line[0] for line in log_lines(queue_path.parent / "calls.log")) == sorted(
+        [good, after]
+    )
+    assert rows(
+        queue_path,
+        "SELECT d.receiver, d.state FROM evq_delivery d JOIN evq_event e ON e.seq = d.event_seq"
+        " WHERE e.id = ?",
+        (damaged,),
+    ) == [("evq:undeliverable", "dead")]
+    # Every inspection command still reads the damaged row (shown with replacement characters).
+    for command in (["dlq", "list"], ["events"], ["show", damaged], ["status"]):
+        shown = run_evq(*command)
+        assert shown.returncode == 0, (command, shown.stderr)
+    assert "not UTF-8 text" in run_evq("dlq", "list").stdout

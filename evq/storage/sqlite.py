@@ -22,14 +22,12 @@ Only the standard library is imported: publishing must start fast.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
-import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from evq.errors import InvalidInput, InvalidStorageURL, QueueNotFound, StorageError
 
@@ -56,6 +54,7 @@ CREATE TABLE IF NOT EXISTS evq_delivery (
     due_at REAL,
     attempt INTEGER NOT NULL DEFAULT 0,
     failures INTEGER NOT NULL DEFAULT 0,
+    attempt_base INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT,
     created_at REAL NOT NULL,
     started_at REAL,
@@ -106,6 +105,10 @@ _COUNT_PUBLISHED = (
 )
 _SYNC_PRAGMA = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}
 _BUSY_TIMEOUT_MS = 30_000
+# A delivery whose worker was lost this many times (killed, OOM, lease expired) is dead.
+MAX_LOST_ATTEMPTS = 25
+# The receiver of the dead letter kept for an event that cannot be dispatched at all.
+UNDELIVERABLE = "evq:undeliverable"
 # After the busy timeout a write is tried again until this deadline: a publisher or a worker
 # sees "database is locked" only if the file stays locked this long.
 _WRITE_DEADLINE_SECONDS = 300.0
@@ -141,8 +144,7 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class NewEvent:
+class NewEvent(NamedTuple):
     """An event ready to be stored: validated, with its payload already encoded as JSON."""
 
     id: str
@@ -153,12 +155,12 @@ class NewEvent:
     key: str | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Lease:
+class Lease(NamedTuple):
     """A delivery a worker has taken, with what it needs to call the receiver."""
 
     delivery_id: int
     attempt: int
+    attempt_base: int
     failures: int
     receiver: str
     event_id: str
@@ -169,8 +171,7 @@ class Lease:
     replay: bool
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What happened to one leased attempt; recorded with `SqliteQueue.record()`.
 
     `kind` is `done`, `retry` (run again at `retry_at`), `dead`, or `release` (the attempt was
@@ -199,8 +200,7 @@ class Router(Protocol):
         ...
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class LeaseBatch:
+class LeaseBatch(NamedTuple):
     """The result of one `SqliteQueue.lease()` call."""
 
     leases: list[Lease]
@@ -281,6 +281,9 @@ class SqliteQueue:
                 isolation_level=None,
                 check_same_thread=False,
             )
+            # A damaged or forged row may hold text that is not UTF-8; sqlite3 would refuse to
+            # return it, and every command that lists it would fail. Show it replaced instead.
+            conn.text_factory = _decode_text
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 self._retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
             conn.execute(f"PRAGMA synchronous={_SYNC_PRAGMA[self.sync]}")
@@ -445,7 +448,7 @@ class SqliteQueue:
                 "INSERT INTO evq_worker (id, hostname, pid, started_at, seen_at, info)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
                 " seen_at = excluded.seen_at, info = excluded.info",
-                (worker_id, socket.gethostname(), os.getpid(), started_at, time.time(), info),
+                (worker_id, _hostname(), os.getpid(), started_at, time.time(), info),
             )
 
     def worker_stopped(self, worker_id: str) -> None:
@@ -479,8 +482,10 @@ class SqliteQueue:
             for chunk in _chunks(delivery_ids):
                 marks = ",".join("?" * len(chunk))
                 total += conn.execute(
-                    "UPDATE evq_delivery SET state = 'pending', due_at = ?, attempt = 0,"
-                    " failures = 0, lease_owner = NULL, finished_at = NULL"
+                    # `attempt` keeps counting: it fences off stale workers and keys the
+                    # history; the receiver's count restarts from `attempt_base`.
+                    "UPDATE evq_delivery SET state = 'pending', due_at = ?,"
+                    " attempt_base = attempt, failures = 0, lease_owner = NULL, finished_at = NULL"
                     f" WHERE state = 'dead' AND id IN ({marks})",
                     (now, *chunk),
                 ).rowcount
@@ -803,21 +808,43 @@ def _next_due(conn: sqlite3.Connection) -> float | None:
 
 def _dispatch(conn: sqlite3.Connection, router: Router, now: float, limit: int) -> None:
     events = conn.execute(
-        "SELECT seq, name FROM evq_event WHERE due_at IS NOT NULL AND due_at <= ?"
+        # Names are read as bytes for the same reason as payloads in `_lease`: one damaged
+        # row must not stop every event behind it from being dispatched.
+        "SELECT seq, CAST(name AS BLOB) FROM evq_event WHERE due_at IS NOT NULL AND due_at <= ?"
         " ORDER BY due_at, seq LIMIT ?",
         (now, limit),
     ).fetchall()
     if not events:
         return
+    deliveries: list[tuple[int, str, float, float]] = []
+    undeliverable: list[tuple[int, str, float, float, float, str]] = []
+    for seq, raw_name in events:
+        name = _payload_text(raw_name)
+        if name is None:
+            undeliverable.append(
+                (
+                    seq,
+                    UNDELIVERABLE,
+                    now,
+                    now,
+                    now,
+                    "stored event name is not UTF-8 text; no receiver can match it",
+                )
+            )
+        else:
+            deliveries.extend((seq, receiver, now, now) for receiver in router.receivers_for(name))
     conn.executemany(
         "INSERT INTO evq_delivery (event_seq, receiver, state, due_at, created_at)"
         " VALUES (?, ?, 'pending', ?, ?)",
-        [
-            (seq, receiver, now, now)
-            for seq, name in events
-            for receiver in router.receivers_for(name)
-        ],
+        deliveries,
     )
+    if undeliverable:
+        # Kept as a dead letter of no receiver, so that `evq dlq list` shows the damage.
+        conn.executemany(
+            "INSERT INTO evq_delivery (event_seq, receiver, state, created_at, finished_at,"
+            " started_at, last_error) VALUES (?, ?, 'dead', ?, ?, ?, ?)",
+            undeliverable,
+        )
     conn.executemany(
         "UPDATE evq_event SET due_at = NULL, dispatched_at = ? WHERE seq = ?",
         [(now, seq) for seq, _ in events],
@@ -828,7 +855,8 @@ def _lease(
     conn: sqlite3.Connection, router: Router, owner: str, limit: int, now: float
 ) -> tuple[list[Lease], int]:
     rows = conn.execute(
-        "SELECT d.id, d.receiver, d.state, d.attempt, d.failures, d.lease_owner, d.started_at,"
+        "SELECT d.id, d.receiver, d.state, d.attempt, d.attempt_base, d.failures, d.lease_owner,"
+        " d.started_at,"
         # The payload is read as bytes: a damaged or forged row may hold text that is not
         # UTF-8, which sqlite3 refuses to return and which would stall the queue at this row.
         " d.replay, e.id, e.name, CAST(e.payload AS BLOB), e.published_at"
@@ -837,13 +865,14 @@ def _lease(
         (now, limit),
     ).fetchall()
     leases: list[Lease] = []
-    taken: list[tuple[int, float, str, float, int]] = []
+    taken: list[tuple[float, str, float, int]] = []
     dead = 0
     for (
         delivery_id,
         receiver,
         state,
         attempt,
+        attempt_base,
         failures,
         last_owner,
         started_at,
@@ -855,9 +884,10 @@ def _lease(
     ) in rows:
         policy = router.policy(receiver)
         if state == "running":
-            # The lease expired: the worker that held it died or stalled. Count it as a failed
-            # attempt, so that a receiver that crashes its worker every time ends up dead.
-            failures += 1
+            # The lease expired: the worker that held it died or stalled. That is no failure of
+            # the receiver's (a killed worker may not even have started it), so it uses up no
+            # retry; but a delivery lost MAX_LOST_ATTEMPTS times is probably what kills its
+            # workers, and becomes a dead letter rather than crash them forever.
             conn.execute(
                 "INSERT OR REPLACE INTO evq_attempt VALUES (?, ?, ?, ?, ?, 'lost', ?)",
                 (
@@ -873,15 +903,18 @@ def _lease(
         payload = _payload_text(raw_payload)
         if policy is None:
             error = f"receiver {receiver} is not registered with the worker"
-        elif failures > policy[0]:
-            error = f"worker lost {failures} times while running this delivery"
+        elif attempt - attempt_base - failures >= MAX_LOST_ATTEMPTS:
+            error = (
+                f"worker lost {MAX_LOST_ATTEMPTS} times while running this delivery"
+                " (the receiver may be crashing its worker)"
+            )
         elif payload is None:
             error = f"stored payload is not valid JSON: {len(raw_payload)} bytes, not UTF-8 text"
         if error is not None:
             conn.execute(
-                "UPDATE evq_delivery SET state = 'dead', due_at = NULL, failures = ?,"
+                "UPDATE evq_delivery SET state = 'dead', due_at = NULL,"
                 " finished_at = ?, last_error = ?, lease_owner = NULL WHERE id = ?",
-                (failures, now, error, delivery_id),
+                (now, error, delivery_id),
             )
             dead += 1
             continue
@@ -891,6 +924,7 @@ def _lease(
             Lease(
                 delivery_id=delivery_id,
                 attempt=attempt + 1,
+                attempt_base=attempt_base,
                 failures=failures,
                 receiver=receiver,
                 event_id=event_id,
@@ -901,13 +935,23 @@ def _lease(
                 replay=bool(replay),
             )
         )
-        taken.append((failures, now + lease_seconds, owner, now, delivery_id))
+        taken.append((now + lease_seconds, owner, now, delivery_id))
     conn.executemany(
-        "UPDATE evq_delivery SET state = 'running', attempt = attempt + 1, failures = ?,"
+        "UPDATE evq_delivery SET state = 'running', attempt = attempt + 1,"
         " due_at = ?, lease_owner = ?, started_at = ? WHERE id = ?",
         taken,
     )
     return leases, dead
+
+
+def _hostname() -> str:
+    import socket  # only workers need it; publishing should not pay for importing it
+
+    return socket.gethostname()
+
+
+def _decode_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
 
 
 def _payload_text(raw: bytes) -> str | None:
@@ -953,6 +997,15 @@ def _record(conn: sqlite3.Connection, outcomes: Sequence[Outcome], owner: str) -
             )
             bucket = stats.setdefault(int(o.finished_at), [0, 0])
             bucket[0 if o.kind == "done" else 1] += 1
+    if history:
+        # Before the updates below, and only for attempts still running under this lease: a
+        # stale worker (its lease expired, the delivery moved on) must not rewrite history.
+        conn.executemany(
+            "INSERT OR REPLACE INTO evq_attempt SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7"
+            " WHERE EXISTS (SELECT 1 FROM evq_delivery WHERE id = ?1 AND attempt = ?2"
+            " AND state = 'running')",
+            history,
+        )
     if done:
         conn.executemany(
             "UPDATE evq_delivery SET state = 'done', due_at = NULL, finished_at = ?,"
@@ -979,8 +1032,6 @@ def _record(conn: sqlite3.Connection, outcomes: Sequence[Outcome], owner: str) -
             " lease_owner = NULL WHERE id = ? AND attempt = ? AND state = 'running'",
             release,
         )
-    if history:
-        conn.executemany("INSERT OR REPLACE INTO evq_attempt VALUES (?, ?, ?, ?, ?, ?, ?)", history)
     if stats:
         conn.executemany(
             "INSERT INTO evq_stat (second, done, failed) VALUES (?, ?, ?) ON CONFLICT (second)"
@@ -1000,8 +1051,7 @@ RATE_WINDOW_SECONDS = 60
 FORGET_SECONDS = 86400.0
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class EventSelection:
+class EventSelection(NamedTuple):
     """Which stored events an inspection or a replay is about; None selects everything.
 
     `name` is a subscription pattern (`order.*`); `since` and `until` bound `published_at`
@@ -1018,8 +1068,7 @@ class EventSelection:
         return self.name is None and self.since is None and self.until is None
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class QueueStatus:
+class QueueStatus(NamedTuple):
     """A snapshot of a queue, as `SqliteQueue.status()` reads it (times are Unix timestamps).
 
     `oldest_due_at` is when the delivery (or undispatched event) that has waited longest for a

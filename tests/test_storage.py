@@ -1,0 +1,95 @@
+"""The SQLite backend's lease rules, driven directly through its interface on a real file."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import evq
+from evq.storage.sqlite import MAX_LOST_ATTEMPTS, Outcome, SqliteQueue
+
+
+class OneReceiver:
+    """A router with one receiver subscribed to everything."""
+
+    def __init__(self, lease_seconds: float, retries: int = 5) -> None:
+        self.lease_seconds = lease_seconds
+        self.retries = retries
+
+    def receivers_for(self, name: str, /) -> Sequence[str]:
+        return ["app:receiver"]
+
+    def policy(self, receiver: str, /) -> tuple[int, float] | None:
+        return (self.retries, self.lease_seconds) if receiver == "app:receiver" else None
+
+
+def state(queue: SqliteQueue) -> tuple[str, int, int, int, str | None]:
+    row = queue.conn.execute(
+        "SELECT state, attempt, attempt_base, failures, last_error FROM evq_delivery"
+    ).fetchone()
+    return tuple(row)  # type: ignore[return-value]
+
+
+def test_a_lease_that_expires_again_and_again_ends_as_a_dead_letter(queue_path: Path) -> None:
+    evq.publish("a.b", payload={})
+    queue = SqliteQueue(str(queue_path))
+    router = OneReceiver(lease_seconds=0)  # every lease has expired by the next call
+    for attempt in range(1, MAX_LOST_ATTEMPTS + 1):
+        (lease,) = queue.lease(router, owner="w", limit=10, now=time.time() + attempt).leases
+        assert lease.attempt == attempt
+        assert lease.failures == 0  # a lost worker uses up none of the receiver's retries
+    batch = queue.lease(router, owner="w", limit=10, now=time.time() + MAX_LOST_ATTEMPTS + 1)
+    assert batch.leases == []
+    assert batch.dead_lettered == 1
+    dead, attempts, _base, failures, error = state(queue)
+    assert (dead, attempts, failures) == ("dead", MAX_LOST_ATTEMPTS, 0)
+    assert error is not None and "worker lost" in error
+    history = queue.conn.execute("SELECT outcome FROM evq_attempt").fetchall()
+    assert history == [("lost",)] * MAX_LOST_ATTEMPTS
+
+
+def test_redrive_restarts_the_count_but_fences_off_outcomes_from_before(
+    queue_path: Path,
+) -> None:
+    evq.publish("a.b", payload={})
+    queue = SqliteQueue(str(queue_path))
+    router = OneReceiver(lease_seconds=60)
+    (first,) = queue.lease(router, owner="w1", limit=10).leases
+    queue.record([Outcome(first, "dead", time.time(), time.time(), error="boom")], owner="w1")
+    assert queue.redrive([d["id"] for d in queue.dead_letters()]) == 1
+
+    (second,) = queue.lease(router, owner="w2", limit=10).leases
+    assert second.attempt - second.attempt_base == 1  # what the receiver sees as event.attempt
+    assert second.attempt == 2  # the row keeps counting: the fencing token moves on
+    # A stale worker recording the outcome of the attempt before the redrive changes nothing.
+    queue.record([Outcome(first, "done", time.time(), time.time())], owner="w1")
+    assert state(queue)[0] == "running"
+    queue.record([Outcome(second, "done", time.time(), time.time())], owner="w2")
+    assert state(queue)[0] == "done"
+    outcomes = queue.conn.execute("SELECT attempt, outcome FROM evq_attempt ORDER BY 1").fetchall()
+    assert outcomes == [(1, "dead"), (2, "done")]
+
+
+def test_an_unregistered_receiver_makes_a_dead_letter_not_a_stuck_row(queue_path: Path) -> None:
+    evq.publish("a.b", payload={})
+    queue = SqliteQueue(str(queue_path))
+    queue.lease(OneReceiver(lease_seconds=60), owner="w", limit=0)  # fan out only
+
+    class Nobody(OneReceiver):
+        def policy(self, receiver: str, /) -> tuple[int, float] | None:
+            return None
+
+    batch = queue.lease(Nobody(lease_seconds=60), owner="w", limit=10)
+    assert (batch.leases, batch.dead_lettered) == ([], 1)
+    assert state(queue)[4] == "receiver app:receiver is not registered with the worker"
+
+
+def test_nothing_due_takes_no_write_transaction(queue_path: Path) -> None:
+    queue = SqliteQueue(str(queue_path))
+    evq.publish("a.b", payload={}, delay=3600)
+    before = queue.conn.total_changes
+    batch = queue.lease(OneReceiver(lease_seconds=60), owner="w", limit=10)
+    assert batch.leases == []
+    assert batch.next_due is not None and batch.next_due > time.time() + 3500
+    assert queue.conn.total_changes == before
