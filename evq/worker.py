@@ -26,7 +26,6 @@ import logging
 import os
 import signal
 import socket
-import sqlite3
 import threading
 import time
 import uuid
@@ -44,6 +43,7 @@ from evq.errors import StorageError
 from evq.serializer import JSONSerializer
 from evq.storage.sqlite import Lease, LeaseBatch, Outcome, SqliteQueue
 from evq.subscriptions import Subscription, subscriptions, subscriptions_for
+from evq.wakeup import ChangeWatcher
 
 logger = logging.getLogger("evq.worker")
 
@@ -51,9 +51,8 @@ TASK_NAME = "evq.deliver"
 # Lease this many deliveries per transaction: fewer transactions, and a slow receiver holds back
 # at most this many others in its process (the rest of the queue stays free for other workers).
 DEFAULT_PREFETCH = 16
-# How often an idle worker checks the file for new commits. Each check is one cheap read of
-# SQLite's data_version; 5 ms keeps delivery latency low at about 1 % of a core while idle.
-IDLE_POLL_SECONDS = 0.005
+# An idle worker sleeps until a commit (evq.wakeup), but wakes this often to notice a stop.
+STOP_CHECK_SECONDS = 0.1
 WORKER_HEARTBEAT_SECONDS = 5.0
 # Retention: finished events older than WorkerOptions.retention_seconds are pruned shortly after
 # start, then every few minutes, at most PRUNE_MAX_BATCHES transactions of 1000 events at a time
@@ -138,13 +137,16 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
         self._running: dict[int, tuple[Lease, float]] = {}
         self._outcomes: list[Outcome] = []
         self._next_due: float | None = None
-        self._watcher: _VersionWatcher | None = None
+        self._watcher: ChangeWatcher | None = None
         self._polling = False
         self._heartbeat: threading.Thread | None = None
 
     def _ensure_process(self) -> None:
         if self._pid != os.getpid():
             self._reset()
+        if self._watcher is None:
+            # Before the first lease, so that no commit after it goes unnoticed.
+            self._watcher = ChangeWatcher(self.options.url)
         if self._heartbeat is None:
             self._heartbeat = threading.Thread(
                 target=self._renew_leases, name="evq-lease-heartbeat", daemon=True
@@ -226,19 +228,20 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
                 return
             self._polling = True
         try:
-            watcher = self._version_watcher()
-            while time.time() < deadline and not stop_flag.is_set():
-                if watcher.changed():
+            watcher = self._change_watcher()
+            while not stop_flag.is_set():
+                remaining = deadline - time.time()
+                # Wake at least every STOP_CHECK_SECONDS to notice a stop.
+                if remaining <= 0 or watcher.wait(min(remaining, STOP_CHECK_SECONDS)):
                     return
-                stop_flag.wait(min(IDLE_POLL_SECONDS, max(0.0, deadline - time.time())))
         finally:
             with self._lock:
                 self._polling = False
                 self._lock.notify_all()
 
-    def _version_watcher(self) -> _VersionWatcher:
+    def _change_watcher(self) -> ChangeWatcher:
         if self._watcher is None:
-            self._watcher = _VersionWatcher(self.queue.path)
+            self._watcher = ChangeWatcher(self.options.url)
         return self._watcher
 
     def release_unstarted(self) -> None:
@@ -297,25 +300,6 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
     def _shortest_lease(self) -> float:
         leases = [p[1] for s in subscriptions() if (p := self.router.policy(s.name))]
         return min(leases, default=self.options.lease_seconds)
-
-
-class _VersionWatcher:
-    """Watches `PRAGMA data_version` on a connection of its own (so that commits by this
-    process's own queue connection count too)."""
-
-    def __init__(self, path: str) -> None:
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._version = self._read()
-
-    def _read(self) -> int:
-        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
-
-    def changed(self) -> bool:
-        version = self._read()
-        if version != self._version:
-            self._version = version
-            return True
-        return False
 
 
 class EvqHuey(Huey):  # type: ignore[misc]
