@@ -79,6 +79,18 @@ def timestamp_to_datetime(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, dt.UTC)
 
 
+def event_id_floor(timestamp: float) -> str:
+    """Return the smallest event id of the millisecond of the Unix time `timestamp`.
+
+    An id begins with the millisecond it was made in, so ids made at or after `timestamp`
+    sort at or after this one: a time range is a range of ids, which the id index finds.
+    Times before 1970 or after the year 10889 give the first or last millisecond ids can hold.
+    """
+    ms = min(max(math.floor(timestamp * 1000), 0), (1 << 48) - 1)
+    value = ms << 80
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
+
+
 # Private
 
 _SCALARS = (str, int, bool, type(None))

@@ -15,7 +15,7 @@ from typing import Any
 
 from evq import config
 from evq.errors import InvalidInput
-from evq.event import encode_payload, new_event_id
+from evq.event import encode_payload, event_id_floor, new_event_id
 from evq.names import validate_name
 from evq.storage.sqlite import NewEvent, SqliteQueue, ensure_schema, insert_events
 
@@ -81,8 +81,13 @@ def prepare(
     if key is not None and (not isinstance(key, str) or not key or len(key) > 500):
         raise InvalidInput("an idempotency key must be a non-empty string of at most 500 chars")
     published_at = time.time() if now is None else now
+    event_id = new_event_id()
+    if now is not None:
+        # An event published "as if" at `now` gets an id of that time too: time ranges are
+        # looked up through the id index (its first 10 characters are the millisecond).
+        event_id = event_id_floor(now)[:10] + event_id[10:]
     return NewEvent(
-        id=new_event_id(),
+        id=event_id,
         name=name,
         payload=text,
         published_at=published_at,

@@ -6,11 +6,12 @@ import dataclasses
 import datetime as dt
 import decimal
 import json
+import time
 
 import pytest
 
 from evq.errors import InvalidPayload, PayloadTooLarge
-from evq.event import Event, decode_payload, encode_payload, new_event_id
+from evq.event import Event, decode_payload, encode_payload, event_id_floor, new_event_id
 
 
 def test_event_ids_are_unique_and_sort_by_creation() -> None:
@@ -18,6 +19,18 @@ def test_event_ids_are_unique_and_sort_by_creation() -> None:
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids)
     assert all(len(i) == 26 for i in ids)
+
+
+def test_event_id_floor_is_the_smallest_id_of_its_millisecond() -> None:
+    before = time.time()
+    made = new_event_id()
+    after = time.time()
+
+    assert event_id_floor(before - 0.001) < made < event_id_floor(after + 0.001)
+    assert event_id_floor(before) == event_id_floor(before)[:10] + "0" * 16
+    assert event_id_floor(1.0009) == event_id_floor(1.0) < event_id_floor(1.002)
+    assert event_id_floor(-5) == "0" * 26
+    assert event_id_floor(1e300) == "7" + "Z" * 9 + "0" * 16
 
 
 def test_event_is_frozen_and_keyword_only() -> None:

@@ -206,6 +206,24 @@ def test_events_name_pattern_since_until_and_limit_select_events(
     assert ids("--until", "2d") == [old]
 
 
+def test_since_and_until_compare_the_publish_time_exactly_within_a_millisecond(
+    queue: SqliteQueue,
+) -> None:
+    # Time ranges are looked up as id ranges; ids only hold the millisecond.
+    at = 1_700_000_000.0005
+    before = publish(queue, "order.created", at=at - 0.0002)
+    exact = publish(queue, "order.created", at=at)
+    after = publish(queue, "order.created", at=at + 0.0002)
+
+    def ids(selection: EventSelection) -> set[str]:
+        return {event["id"] for event in queue.events(selection, limit=None)}
+
+    assert ids(EventSelection(since=at)) == {after, exact}
+    assert ids(EventSelection(until=at)) == {before}
+    assert ids(EventSelection(since=at - 0.0002, until=at + 0.0002)) == {exact, before}
+    assert ids(EventSelection(since=0, until=4e12)) == {after, exact, before}
+
+
 def test_events_piped_prints_one_tab_separated_line_per_event(states: States) -> None:
     result = run_evq("events")
 
@@ -332,9 +350,13 @@ def test_status_and_events_read_the_event_log_through_indexes(
         queue.status()
         queue.events()
         queue.events(EventSelection(name="order.*", since=time.time() - 3600))
+        queue.events(EventSelection(since=time.time() - 40, until=time.time() - 15))
         for status in STATES:
             queue.events(status=status)
         queue.event(states.dead)
+        queue.replay_count(EventSelection(since=time.time() - 3600), receiver="shop:audit")
+        queue.prunable_count(time.time() - 30)
+        queue.prune(time.time() - 86400)
 
     plans = query_plans(queue, common_queries)
 
@@ -342,3 +364,8 @@ def test_status_and_events_read_the_event_log_through_indexes(
     full_scan = re.compile(r"^SCAN (evq_event|evq_delivery|evq_attempt|e|d)\b(?! USING)")
     for sql, plan in plans:
         assert not [step for step in plan if full_scan.match(step)], (sql, plan)
+    # There is no index on published_at: a time range is a range of the id index.
+    ranged = [plan for sql, plan in plans if "published_at <" in sql or "published_at >" in sql]
+    assert len(ranged) >= 4
+    for plan in ranged:
+        assert any(re.match(r"^SEARCH e USING INDEX \S+ \(id[<>]", step) for step in plan), plan

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from conftest import run_evq, start_evq
-from queue_states import every_state, rows, run_in_terminal
+from queue_states import every_state, finish, publish, rows, run_in_terminal, take
 
 from evq.cli import cli
 from evq.storage.sqlite import SqliteQueue
@@ -80,6 +80,23 @@ def test_status_json_counts_deliveries_in_every_state(queue: SqliteQueue) -> Non
     assert document["delivered_last_minute"] == 1
     assert document["failed_last_minute"] == 2
     assert document["deliveries_per_second"] == 0.05
+
+
+def test_status_published_counts_every_event_before_and_after_dispatch_and_prune(
+    queue: SqliteQueue,
+) -> None:
+    at = time.time() - 10 * 86400
+    for offset in range(3):
+        publish(queue, "order.created", at=at + offset)
+    assert queue.status().published == 3  # none dispatched yet
+
+    finish(queue, take(queue, now=at + 2), "done", at=at + 2)
+    publish(queue, "order.paid", at=at + 3, delay=3600)
+    assert queue.status().published == 4
+
+    assert queue.prune(at + 5) == 3
+    assert queue.status().published == 4
+    assert queue.events(limit=None)[0]["name"] == "order.paid"
 
 
 def test_status_piped_prints_one_name_and_value_per_line(queue: SqliteQueue) -> None:

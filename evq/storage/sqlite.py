@@ -12,6 +12,11 @@ The file holds an event log and one delivery row per (event, receiver):
 - `evq_attempt`: one row per attempt, with its outcome: the delivery's history.
 - `evq_worker`, `evq_stat`, `evq_counter`: workers seen, deliveries per second, totals.
 
+A publish writes as few pages as it can, since it waits for the disk: the event row, the id
+index, and the `due_at` partial index; the idempotency key index holds only events with a key.
+Time ranges are id ranges: an id begins with the millisecond it was published in
+(`evq.event.event_id_floor`), so no index on `published_at` is kept.
+
 Deliveries are never deleted when a worker takes them: a worker takes a *lease*, and the row is
 only changed again when its outcome is known. `attempt` doubles as a fencing token: an outcome is
 recorded only if the row is still at the attempt the worker leased.
@@ -30,6 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from evq.errors import InvalidInput, InvalidStorageURL, QueueNotFound, StorageError
+from evq.event import event_id_floor
 
 SCHEMA_VERSION = 1
 
@@ -42,10 +48,10 @@ CREATE TABLE IF NOT EXISTS evq_event (
     published_at REAL NOT NULL,
     due_at REAL,
     dispatched_at REAL,
-    key TEXT UNIQUE
+    key TEXT
 );
 CREATE INDEX IF NOT EXISTS evq_event_due ON evq_event (due_at) WHERE due_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS evq_event_published ON evq_event (published_at);
+CREATE UNIQUE INDEX IF NOT EXISTS evq_event_key ON evq_event (key) WHERE key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS evq_delivery (
     id INTEGER PRIMARY KEY,
     event_seq INTEGER NOT NULL,
@@ -99,8 +105,10 @@ CREATE TABLE IF NOT EXISTS evq_counter (
 _INSERT_EVENT = (
     "INSERT INTO evq_event (id, name, payload, published_at, due_at, key) VALUES (?, ?, ?, ?, ?, ?)"
 )
-_COUNT_PUBLISHED = (
-    "INSERT INTO evq_counter (name, value) VALUES ('published', ?)"
+# Events are counted when a worker dispatches them, once per batch, not when they are
+# published: a publish then writes only its row and its indexes (see `SqliteQueue.status`).
+_COUNT_DISPATCHED = (
+    "INSERT INTO evq_counter (name, value) VALUES ('dispatched', ?)"
     " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
 )
 _SYNC_PRAGMA = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}
@@ -512,6 +520,9 @@ class SqliteQueue:
     def status(self, *, now: float | None = None) -> QueueStatus:
         """Return what the queue holds and does now, read from indexes and counters only.
 
+        `published` counts every event ever stored, pruned ones included: the `dispatched`
+        counter plus the events not dispatched yet.
+
         The cost grows with the backlog (unfinished deliveries) and the dead letters, never
         with the number of finished events kept in the log.
         """
@@ -519,11 +530,12 @@ class SqliteQueue:
         backlog = dict.fromkeys(("pending", "scheduled", "retrying", "running"), 0)
         with self._lock, _reading(self.path):
             conn = self.conn
-            published = conn.execute(
-                "SELECT value FROM evq_counter WHERE name = 'published'"
-            ).fetchone()
-            due, delayed = conn.execute(
-                "SELECT coalesce(sum(due_at <= ?), 0), coalesce(sum(due_at > ?), 0)"
+            # Published: the events dispatched so far (counted by the workers, and kept when
+            # events are pruned) plus those not dispatched yet. One statement, so one snapshot:
+            # a dispatch in between cannot count an event twice or not at all.
+            published, due, delayed = conn.execute(
+                "SELECT coalesce((SELECT value FROM evq_counter WHERE name = 'dispatched'), 0)"
+                " + count(*), coalesce(sum(due_at <= ?), 0), coalesce(sum(due_at > ?), 0)"
                 " FROM evq_event WHERE due_at IS NOT NULL",
                 (now, now),
             ).fetchone()
@@ -548,7 +560,7 @@ class SqliteQueue:
             oldest_due = _next_due(conn)
         return QueueStatus(
             time=now,
-            published=int(published[0]) if published else 0,
+            published=int(published),
             awaiting_dispatch=int(due),
             delayed=int(delayed),
             pending=backlog["pending"],
@@ -583,8 +595,9 @@ class SqliteQueue:
             where += f" AND {clause}"
             params.extend(more)
         sql = (
-            f"SELECT {_EVENT_SELECT} FROM evq_event e WHERE {where}"
-            " ORDER BY e.published_at DESC, e.seq DESC"
+            # Ids sort by publish time: newest first through the id index, which also bounds
+            # --since/--until (see `_event_filter`).
+            f"SELECT {_EVENT_SELECT} FROM evq_event e WHERE {where} ORDER BY e.id DESC"
         )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
@@ -684,7 +697,7 @@ class SqliteQueue:
         """
         now = time.time() if now is None else now
         total = 0
-        after: tuple[float, int] | None = None
+        after: str | None = None
         batches = 0
         while max_batches is None or batches < max_batches:
             with self._write() as conn:
@@ -700,9 +713,9 @@ class SqliteQueue:
 
     def prunable_count(self, older_than: float) -> int:
         """Return how many events `prune(older_than)` would delete now (a dry run)."""
+        where, params = _older_than(older_than)
         rows = self._read(
-            f"SELECT count(*) FROM evq_event e WHERE e.published_at < ? AND {_FINISHED_SQL}",
-            (older_than,),
+            f"SELECT count(*) FROM evq_event e WHERE {where} AND {_FINISHED_SQL}", params
         )
         return int(rows[0][0])
 
@@ -768,23 +781,19 @@ def insert_events(conn: sqlite3.Connection, events: Sequence[NewEvent]) -> list[
             _INSERT_EVENT,
             [(e.id, e.name, e.payload, e.published_at, e.due_at, None) for e in events],
         )
-        conn.execute(_COUNT_PUBLISHED, (len(events),))
         return [event.id for event in events]
     ids = []
-    stored = 0
     for event in events:
         cursor = conn.execute(
-            _INSERT_EVENT + " ON CONFLICT (key) DO NOTHING",
+            # The conflict target names the partial index on keys (NULL keys are not in it).
+            _INSERT_EVENT + " ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING",
             (event.id, event.name, event.payload, event.published_at, event.due_at, event.key),
         )
         if cursor.rowcount == 1:
             ids.append(event.id)
-            stored += 1
         else:
             row = conn.execute("SELECT id FROM evq_event WHERE key = ?", (event.key,)).fetchone()
             ids.append(row[0])
-    if stored:
-        conn.execute(_COUNT_PUBLISHED, (stored,))
     return ids
 
 
@@ -849,6 +858,7 @@ def _dispatch(conn: sqlite3.Connection, router: Router, now: float, limit: int) 
         "UPDATE evq_event SET due_at = NULL, dispatched_at = ? WHERE seq = ?",
         [(now, seq) for seq, _ in events],
     )
+    conn.execute(_COUNT_DISPATCHED, (len(events),))
 
 
 def _lease(
@@ -1130,6 +1140,10 @@ _DELIVERY_STATE_WHERE = {
     "running": "d.due_at IS NOT NULL AND d.state = 'running'",
     "dead": "d.state = 'dead'",
 }
+# Time ranges of events are looked up as id ranges this much wider, then `published_at` is
+# compared exactly: an id's time and `published_at` are two reads of the clock microseconds
+# apart (and a ULID keeps its last millisecond if the clock steps back a little).
+_ID_TIME_MARGIN = 1.0
 # Dispatched, and every delivery done: the only events `prune` deletes.
 _FINISHED_SQL = (
     "e.due_at IS NULL AND e.dispatched_at IS NOT NULL AND NOT EXISTS"
@@ -1170,11 +1184,11 @@ def _event_filter(selection: EventSelection) -> tuple[str, list[Any]]:
             clauses.append("evq_name_matches(?, e.name)")
             params.append(selection.name)
     if selection.since is not None:
-        clauses.append("e.published_at >= ?")
-        params.append(selection.since)
+        clauses.append("e.id >= ? AND e.published_at >= ?")
+        params.extend([event_id_floor(selection.since - _ID_TIME_MARGIN), selection.since])
     if selection.until is not None:
-        clauses.append("e.published_at < ?")
-        params.append(selection.until)
+        clauses.append("e.id < ? AND e.published_at < ?")
+        params.extend([event_id_floor(selection.until + _ID_TIME_MARGIN), selection.until])
     return " AND ".join(clauses), params
 
 
@@ -1258,22 +1272,20 @@ def _replay_select(
 
 
 def _prune_batch(
-    conn: sqlite3.Connection, older_than: float, after: tuple[float, int] | None, size: int
-) -> tuple[int, tuple[float, int] | None]:
+    conn: sqlite3.Connection, older_than: float, after: str | None, size: int
+) -> tuple[int, str | None]:
     """Delete the finished events among the next `size` published before `older_than`.
 
-    Walks `published_at` from (published_at, seq) `after`, so that old events that must be
-    kept are looked at once per call, not once per batch. Returns how many events were
+    Walks the id index (ids sort by publish time) from the id `after`, so that old events that
+    must be kept are looked at once per call, not once per batch. Returns how many events were
     deleted and where the next batch starts (None when the walk is over).
     """
-    keyset = ""
-    params: list[Any] = [older_than]
+    where, params = _older_than(older_than)
     if after is not None:
-        keyset = " AND e.published_at >= ? AND (e.published_at > ? OR e.seq > ?)"
-        params.extend([after[0], after[0], after[1]])
+        where += " AND e.id > ?"
+        params.append(after)
     rows = conn.execute(
-        f"SELECT e.seq, e.published_at, {_FINISHED_SQL} FROM evq_event e"
-        f" WHERE e.published_at < ?{keyset} ORDER BY e.published_at, e.seq LIMIT ?",
+        f"SELECT e.seq, e.id, {_FINISHED_SQL} FROM evq_event e WHERE {where} ORDER BY e.id LIMIT ?",
         (*params, size),
     ).fetchall()
     finished = [seq for seq, _, is_finished in rows if is_finished]
@@ -1286,5 +1298,13 @@ def _prune_batch(
         )
         conn.execute(f"DELETE FROM evq_delivery WHERE event_seq IN ({marks})", chunk)
         conn.execute(f"DELETE FROM evq_event WHERE seq IN ({marks})", chunk)
-    following = (rows[-1][1], rows[-1][0]) if len(rows) == size else None
+    following = rows[-1][1] if len(rows) == size else None
     return len(finished), following
+
+
+def _older_than(older_than: float) -> tuple[str, list[Any]]:
+    """Return the WHERE clause (on `evq_event e`) keeping events published before a time."""
+    return "e.id < ? AND e.published_at < ?", [
+        event_id_floor(older_than + _ID_TIME_MARGIN),
+        older_than,
+    ]
