@@ -8,47 +8,50 @@
 
     evq.publish("user.created", payload={"user_id": 42})
 
-Run `evq worker` to deliver published events to their receivers. Importing evq imports only the
-standard library, and the subscription machinery only when it is first used: `evq publish`
-and the worker's machinery (huey) stay out of each other's start-up.
+Run `evq worker` to deliver published events to their receivers. The names below load on first
+use, so that `evq publish` pays only for what publishing needs, and publishing never imports
+the worker's machinery (huey).
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from evq.config import configure
-from evq.errors import EvqError, InvalidInput, Retry
-from evq.event import Event
-from evq.publisher import publish, publish_many
-
 if TYPE_CHECKING:
+    from evq.config import configure
+    from evq.errors import EvqError, InvalidInput, Retry
+    from evq.event import Event
+    from evq.publisher import publish, publish_many
     from evq.subscriptions import Receiver, Subscription, subscribe, subscriber
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Event",
-    "EvqError",
-    "InvalidInput",
-    "Receiver",
-    "Retry",
-    "Subscription",
-    "__version__",
-    "configure",
-    "publish",
-    "publish_many",
-    "subscribe",
-    "subscriber",
-]
+# public name -> the module that defines it
+_PUBLIC = {
+    "configure": "evq.config",
+    "EvqError": "evq.errors",
+    "InvalidInput": "evq.errors",
+    "Retry": "evq.errors",
+    "Event": "evq.event",
+    "publish": "evq.publisher",
+    "publish_many": "evq.publisher",
+    "Receiver": "evq.subscriptions",
+    "Subscription": "evq.subscriptions",
+    "subscribe": "evq.subscriptions",
+    "subscriber": "evq.subscriptions",
+}
 
-_LAZY = {"Receiver", "Subscription", "subscribe", "subscriber"}
+__all__ = sorted([*_PUBLIC, "__version__"])
 
 
 def __getattr__(name: str) -> Any:
-    # Publishing never needs the subscription registry: load it on first use.
-    if name in _LAZY:
-        from evq import subscriptions
-
-        return getattr(subscriptions, name)
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
     raise AttributeError(f"module 'evq' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -5,9 +5,9 @@ Only the standard library is imported here: publishing must stay fast to start.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
+from typing import NamedTuple
 
 from evq.errors import InvalidInput
 
@@ -18,8 +18,7 @@ DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 SYNC_MODES = ("full", "normal", "off")
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Settings:
+class Settings(NamedTuple):
     """Where the queue lives and how it behaves; see the README's configuration table."""
 
     url: str = DEFAULT_URL
@@ -32,24 +31,20 @@ class Settings:
 def settings_from_env(env: dict[str, str] | None = None) -> Settings:
     """Return the settings named by `EVQ_URL`, `EVQ_SYNC`, `EVQ_MAX_PAYLOAD`, `EVQ_LEASE`
     and `EVQ_RETENTION`, with defaults for the ones that are unset."""
-    from evq.durations import parse_duration
-
     env = dict(os.environ) if env is None else env
     settings = Settings()
     if env.get("EVQ_URL"):
-        settings = dataclasses.replace(settings, url=env["EVQ_URL"])
+        settings = settings._replace(url=env["EVQ_URL"])
     if env.get("EVQ_SYNC"):
-        settings = dataclasses.replace(settings, sync=parse_sync(env["EVQ_SYNC"]))
+        settings = settings._replace(sync=parse_sync(env["EVQ_SYNC"]))
     if env.get("EVQ_MAX_PAYLOAD"):
-        settings = dataclasses.replace(
-            settings, max_payload_bytes=parse_size(env["EVQ_MAX_PAYLOAD"])
-        )
+        settings = settings._replace(max_payload_bytes=parse_size(env["EVQ_MAX_PAYLOAD"]))
+    if env.get("EVQ_LEASE") or env.get("EVQ_RETENTION"):
+        from evq.durations import parse_duration  # not needed by a plain `evq publish`
     if env.get("EVQ_LEASE"):
-        settings = dataclasses.replace(settings, lease_seconds=parse_duration(env["EVQ_LEASE"]))
+        settings = settings._replace(lease_seconds=parse_duration(env["EVQ_LEASE"]))
     if env.get("EVQ_RETENTION"):
-        settings = dataclasses.replace(
-            settings, retention_seconds=parse_duration(env["EVQ_RETENTION"])
-        )
+        settings = settings._replace(retention_seconds=parse_duration(env["EVQ_RETENTION"]))
     return settings
 
 
@@ -61,7 +56,7 @@ def parse_sync(text: str) -> str:
     return mode
 
 
-_SIZE_RE = re.compile(r"(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?", re.IGNORECASE)
+_SIZE_PATTERN = r"(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?"
 _SIZE_UNITS = {
     "b": 1,
     "kb": 1000,
@@ -75,7 +70,7 @@ _SIZE_UNITS = {
 
 def parse_size(text: str) -> int:
     """Return a byte count from `1048576`, `512KiB`, `1MiB` or `2MB`."""
-    match = _SIZE_RE.fullmatch(text.strip())
+    match = re.fullmatch(_SIZE_PATTERN, text.strip(), re.IGNORECASE)
     if not match or int(match.group(1)) <= 0:
         raise InvalidInput(f"invalid size {text!r}: use a number of bytes, or 512KiB, 1MiB")
     return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
@@ -113,7 +108,7 @@ def configure(
         changes["lease_seconds"] = lease_seconds
     if retention_seconds is not None:
         changes["retention_seconds"] = retention_seconds
-    _settings = dataclasses.replace(current(), **changes)  # type: ignore[arg-type]
+    _settings = current()._replace(**changes)  # type: ignore[arg-type]
     return _settings
 
 
