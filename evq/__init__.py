@@ -42,7 +42,20 @@ _PUBLIC = {
     "subscriber": "evq.subscriptions",
 }
 
-__all__ = sorted([*_PUBLIC, "__version__"])
+__all__ = [
+    "Event",
+    "EvqError",
+    "InvalidInput",
+    "Receiver",
+    "Retry",
+    "Subscription",
+    "__version__",
+    "configure",
+    "publish",
+    "publish_many",
+    "subscribe",
+    "subscriber",
+]
 
 
 def __getattr__(name: str) -> Any:

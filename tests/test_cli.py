@@ -71,3 +71,11 @@ def test_shell_completion_completes_commands_and_options() -> None:
     assert "publish" in complete("evq pu")
     assert "--worker-type" in complete("evq worker --worker-t")
     assert "process" in complete("evq worker --worker-type ")
+
+
+def test_the_public_api_lists_what_it_loads() -> None:
+    import evq
+
+    assert set(evq.__all__) == {*evq._PUBLIC, "__version__"}
+    for name in evq.__all__:
+        assert getattr(evq, name) is not None
