@@ -59,7 +59,7 @@ def failure(
     """Return the outcome of an attempt that raised `exc`: a retry or a dead letter."""
     now = time.time()
     error = _describe(exc, subscription)
-    details = "".join(traceback.format_exception(exc))
+    details = _text("".join(traceback.format_exception(exc)))
     failures = lease.failures + 1
     if isinstance(exc, subscription.dont_retry):
         return Outcome(lease, "dead", started, now, error=error, traceback=details)
@@ -79,7 +79,7 @@ def failure(
 def undeliverable(lease: Lease, exc: Exception) -> Outcome:
     """Return the dead letter of a delivery that failed before its receiver was called."""
     error = f"cannot deliver: {_describe_error(exc)}"
-    details = "".join(traceback.format_exception(exc))
+    details = _text("".join(traceback.format_exception(exc)))
     return Outcome(
         lease, "dead", None, time.time(), error=error, traceback=details, counts_as_failure=False
     )
@@ -87,7 +87,10 @@ def undeliverable(lease: Lease, exc: Exception) -> Outcome:
 
 def retry_delay(subscription: Subscription, failures: int) -> float:
     """Return the wait before the retry that follows the `failures`-th failed attempt."""
-    delay = subscription.retry_delay * subscription.retry_backoff ** (failures - 1)
+    try:
+        delay = subscription.retry_delay * subscription.retry_backoff ** (failures - 1)
+    except OverflowError:  # thousands of retries: long past the cap anyway
+        delay = subscription.max_retry_delay
     delay = min(delay, subscription.max_retry_delay)
     if subscription.jitter:
         # "Equal jitter": never less than half the backoff, so retries stay spread out.
@@ -106,12 +109,23 @@ def _describe(exc: BaseException, subscription: Subscription) -> str:
     if isinstance(exc, DeliveryTimeout):
         return f"timed out after {subscription.timeout:g}s"
     if isinstance(exc, Retry):
-        return f"Retry: {exc}"
+        return "Retry: " + _describe_error(exc).split(": ", 1)[-1]
     return _describe_error(exc)
 
 
 def _describe_error(exc: BaseException) -> str:
-    return f"{type(exc).__qualname__}: {exc}" if str(exc) else type(exc).__qualname__
+    try:
+        message = str(exc)
+    except Exception:  # a receiver's exception whose __str__ itself fails
+        message = "<the exception's message could not be read>"
+    name = type(exc).__qualname__
+    return _text(f"{name}: {message}" if message else name)
+
+
+def _text(text: str) -> str:
+    # An error message may hold lone surrogates (say, from decoding bad input); SQLite only
+    # stores valid UTF-8, and an outcome that cannot be written must never wedge a worker.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _call(subscription: Subscription, event: Event) -> None:
@@ -139,10 +153,14 @@ async def _await(awaitable: Any) -> None:
 
 
 async def _with_timeout(awaitable: Any, timeout: float) -> None:
+    scope = asyncio.timeout(timeout)
     try:
-        await asyncio.wait_for(awaitable, timeout)
+        async with scope:
+            await awaitable
     except TimeoutError:
-        raise DeliveryTimeout(f"timed out after {timeout:g}s") from None
+        if scope.expired():
+            raise DeliveryTimeout(f"timed out after {timeout:g}s") from None
+        raise  # the receiver's own timeout (an HTTP call, say): its error, its traceback
 
 
 def _call_with_alarm(receiver: Callable[..., Any], event: Event, timeout: float) -> Any:

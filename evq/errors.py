@@ -54,6 +54,10 @@ class UnknownApp(AppImportError, InvalidInput):
     """An `--app` module that does not exist."""
 
 
+class NoSubscriptions(InvalidInput):
+    """A worker was started without any subscription to deliver to."""
+
+
 class StorageError(EvqError):
     """The queue's storage failed (disk full, corrupt file, ...)."""
 

@@ -55,7 +55,13 @@ def encode_payload(payload: object, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTE
     if not exact:
         _check_value(payload, "payload")
         raise InvalidPayload("payload does not round-trip through JSON exactly")
-    size = len(text.encode())
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        raise InvalidPayload(
+            f"payload holds text that is not valid Unicode ({exc.reason}: {bad!a})"
+        ) from None
     if size > max_bytes:
         raise PayloadTooLarge(
             f"payload is {size:,} bytes of JSON; the limit is {max_bytes:,} (EVQ_MAX_PAYLOAD)"

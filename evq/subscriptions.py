@@ -277,6 +277,15 @@ class _Registry:
 
     def add(self, subscription: Subscription) -> None:
         with self._lock:
+            for other in self._subscriptions.values():
+                # A receiver gets one delivery per event, however many of its patterns match,
+                # so all its subscriptions must agree on how that delivery is retried.
+                if other.name == subscription.name and other.options() != subscription.options():
+                    raise InvalidInput(
+                        f"receiver {subscription.name} is already subscribed to"
+                        f" {other.pattern!r} with other delivery options; give every"
+                        " subscription of a receiver the same options"
+                    )
             self._subscriptions[(subscription.pattern, subscription.name)] = subscription
 
     def all(self, pattern: str | None) -> list[Subscription]:

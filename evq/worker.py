@@ -39,7 +39,7 @@ from huey.registry import Message
 from huey.storage import BaseStorage
 
 from evq import delivery
-from evq.errors import StorageError
+from evq.errors import NoSubscriptions, StorageError
 from evq.serializer import JSONSerializer
 from evq.storage.sqlite import Lease, LeaseBatch, Outcome, SqliteQueue
 from evq.subscriptions import Subscription, subscriptions, subscriptions_for
@@ -53,6 +53,8 @@ TASK_NAME = "evq.deliver"
 DEFAULT_PREFETCH = 16
 # An idle worker sleeps until a commit (evq.wakeup), but wakes this often to notice a stop.
 STOP_CHECK_SECONDS = 0.1
+# Outcomes wait to be written with the next lease, but never longer than this.
+FLUSH_SECONDS = 1.0
 WORKER_HEARTBEAT_SECONDS = 5.0
 # Retention: finished events older than WorkerOptions.retention_seconds are pruned shortly after
 # start, then every few minutes, at most PRUNE_MAX_BATCHES transactions of 1000 events at a time
@@ -126,6 +128,7 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
         self.router = Router(options.lease_seconds)
         self.serializer = JSONSerializer()
         self.task_name = TASK_NAME
+        self._creator_pid = os.getpid()
         self._reset()
 
     def _reset(self) -> None:
@@ -136,22 +139,30 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
         self._buffer: collections.deque[Lease] = collections.deque()
         self._running: dict[int, tuple[Lease, float]] = {}
         self._outcomes: list[Outcome] = []
+        self._outcomes_since = 0.0
         self._next_due: float | None = None
         self._watcher: ChangeWatcher | None = None
         self._polling = False
         self._heartbeat: threading.Thread | None = None
 
+    def in_forked_child(self) -> bool:
+        """Tell whether this is a process worker forked by the consumer."""
+        return os.getpid() != self._creator_pid
+
     def _ensure_process(self) -> None:
         if self._pid != os.getpid():
             self._reset()
-        if self._watcher is None:
-            # Before the first lease, so that no commit after it goes unnoticed.
-            self._watcher = ChangeWatcher(self.options.url)
-        if self._heartbeat is None:
-            self._heartbeat = threading.Thread(
-                target=self._renew_leases, name="evq-lease-heartbeat", daemon=True
-            )
-            self._heartbeat.start()
+        if self._heartbeat is not None:
+            return
+        with self._lock:  # the first threads of a process may get here together
+            if self._watcher is None:
+                # Before the first lease, so that no commit after it goes unnoticed.
+                self._watcher = ChangeWatcher(self.options.url)
+            if self._heartbeat is None:
+                self._heartbeat = threading.Thread(
+                    target=self._renew_leases, name="evq-lease-heartbeat", daemon=True
+                )
+                self._heartbeat.start()
 
     # huey's storage interface
 
@@ -166,11 +177,20 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
                 outcomes, self._outcomes = self._outcomes, []
                 try:
                     batch = self._lease(outcomes)
-                except BaseException:
-                    self._outcomes[:0] = outcomes
+                except BaseException as exc:
+                    self._keep_or_drop(outcomes, exc)
                     raise
                 self._buffer.extend(batch.leases)
                 self._next_due = batch.next_due
+            elif self._outcomes and time.monotonic() - self._outcomes_since > FLUSH_SECONDS:
+                # Slow receivers keep the prefetched batch from emptying: write what finished
+                # anyway, so that a crash now repeats little and `evq status` stays current.
+                outcomes, self._outcomes = self._outcomes, []
+                try:
+                    self.queue.record(outcomes, owner=self.owner)
+                except BaseException as exc:
+                    self._keep_or_drop(outcomes, exc)
+                    raise
             if not self._buffer:
                 return None
             lease = self._buffer.popleft()
@@ -189,6 +209,20 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
             self.finished(delivery.undeliverable(lease, exc))
             return None
         return data
+
+    def _keep_or_drop(self, outcomes: list[Outcome], exc: BaseException) -> None:
+        """After a failed write: keep the outcomes for the next try if the file was busy or
+        unwritable for a while; drop them if they themselves cannot be written, so that one
+        bad outcome cannot stop the process (their deliveries run again: a duplicate, not a
+        loss)."""
+        if isinstance(exc, StorageError | KeyboardInterrupt):
+            self._outcomes[:0] = outcomes
+        elif outcomes:
+            logger.error(
+                "could not record %d outcomes (%s); their deliveries will run again",
+                len(outcomes),
+                exc,
+            )
 
     def _lease(self, outcomes: list[Outcome]) -> LeaseBatch:
         batch = self.queue.lease(
@@ -214,6 +248,8 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
         same thread asks for next: one transaction records a batch and takes the next one."""
         with self._lock:
             self._running.pop(outcome.lease.delivery_id, None)
+            if not self._outcomes:
+                self._outcomes_since = time.monotonic()
             self._outcomes.append(outcome)
 
     def wait_for_work(self, stop_flag: Any, max_wait: float = 1.0) -> None:
@@ -294,7 +330,8 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
                 ]
             try:
                 self.queue.renew([(lease, now + lease.lease_seconds) for lease in held])
-            except StorageError:
+            except Exception:
+                # Never let the heartbeat die: without it, long receivers would run twice.
                 logger.exception("could not renew leases")
 
     def _shortest_lease(self) -> float:
@@ -355,7 +392,12 @@ class DeliveryWorker(Worker):  # type: ignore[misc]
         storage.wait_for_work(self.stop_flag)
 
     def shutdown(self) -> None:
-        self.huey.storage.release_unstarted()
+        storage = self.huey.storage
+        storage.release_unstarted()
+        if storage.in_forked_child():
+            # A process worker's only thread is this one: whatever it still holds as running
+            # was interrupted, and goes back now rather than when its lease expires.
+            storage.release_running()
         super().shutdown()
 
 
@@ -369,6 +411,7 @@ class Housekeeper(Scheduler):  # type: ignore[misc]
         self._started_at = time.time()
         self._next_heartbeat = 0.0
         self._next_prune = time.monotonic() + PRUNE_FIRST_DELAY_SECONDS
+        self._prune_after: str | None = None
 
     def loop(self, now: Any = None) -> None:
         if time.monotonic() >= self._next_heartbeat:
@@ -395,17 +438,24 @@ class Housekeeper(Scheduler):  # type: ignore[misc]
         retention = self.huey.storage.options.retention_seconds
         if retention is None:
             return
+        queue = self.huey.storage.queue
         try:
-            pruned = self.huey.storage.queue.prune(
-                time.time() - retention, batch_size=PRUNE_BATCH_SIZE, max_batches=PRUNE_MAX_BATCHES
+            pruned, self._prune_after = queue.prune_step(
+                time.time() - retention,
+                after=self._prune_after,
+                batch_size=PRUNE_BATCH_SIZE,
+                max_batches=PRUNE_MAX_BATCHES,
             )
+            if self._prune_after is None:
+                queue.forget_old_statistics()
         except StorageError:
             self._logger.exception("could not prune finished events")
             return
         if pruned:
             logger.info("pruned %d finished events older than the retention period", pruned)
-        if pruned >= PRUNE_MAX_BATCHES * PRUNE_BATCH_SIZE:
-            # A backlog of old events: go on after the next heartbeat, not in five minutes.
+        if self._prune_after is not None:
+            # The walk is not done: go on in a second (deliveries run in between), from where
+            # it stopped, rather than in five minutes from the start of the log again.
             self._next_prune = time.monotonic()
 
 
@@ -445,14 +495,18 @@ class DeliveryConsumer(Consumer):  # type: ignore[misc]
     scheduler_class = Housekeeper
     huey: EvqHuey
 
+    _previous_handlers: dict[int, Any] = {}  # noqa: RUF012 - replaced per instance
+
     def get_environment(self, worker_type: str) -> Any:
         if worker_type == WORKER_PROCESS:
             return _ProcessEnvironment(signal.SIGINT, signal.SIGUSR1)
         return super().get_environment(worker_type)
 
     def _set_signal_handlers(self) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._graceful_stop)
+        self._previous_handlers = {
+            signum: signal.signal(signum, self._graceful_stop)
+            for signum in (signal.SIGTERM, signal.SIGINT)
+        }
 
     def _graceful_stop(self, signum: int, frame: Any) -> None:
         self._signum = signum
@@ -468,23 +522,35 @@ class DeliveryConsumer(Consumer):  # type: ignore[misc]
         self.huey.storage.release_running()
 
     def run(self) -> None:
+        """Deliver until a signal (or, with --burst, until nothing is left that is due)."""
         self.start()
-        health_check_ts = time.monotonic()
-        while True:
-            try:
-                health_check_ts = self.loop(health_check_ts)
-            except ConsumerStopped:
-                break
-        if self._signum is None:
-            # --burst: the workers set the stop flag themselves when nothing was left to do.
-            self._join_workers()
-        self.huey.storage.release_unstarted()
-        with contextlib.suppress(StorageError):
-            self.huey.storage.queue.worker_stopped(self.huey.storage.run_id)
+        try:
+            health_check_ts = time.monotonic()
+            while True:
+                try:
+                    health_check_ts = self.loop(health_check_ts)
+                except ConsumerStopped:
+                    break
+            if self._signum is None:
+                # --burst: the workers set the stop flag themselves when nothing was left to do.
+                self._join_workers()
+            self.huey.storage.release_unstarted()
+            with contextlib.suppress(StorageError):
+                self.huey.storage.queue.worker_stopped(self.huey.storage.run_id)
+        finally:
+            # A process that runs a consumer (a test, an application) gets its handlers back.
+            for signum, handler in self._previous_handlers.items():
+                signal.signal(signum, handler)
 
 
 def create_consumer(options: WorkerOptions) -> DeliveryConsumer:
     """Return a consumer ready to `run()` the deliveries of the subscriptions loaded here."""
+    if not subscriptions():
+        # Dispatching to nobody would mark every event delivered: refuse instead.
+        raise NoSubscriptions(
+            "no subscriptions loaded: install a package with evq.subscriptions entry points,"
+            " or name a module with --app / EVQ_APP"
+        )
     huey = EvqHuey(options)
     return DeliveryConsumer(
         huey,

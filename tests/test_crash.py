@@ -210,3 +210,19 @@ def test_finished_deliveries_waiting_to_be_recorded_are_not_run_again_by_another
                 assert worker.stop() == 0, worker.stderr
     started = [line[0] for line in log_lines(log) if line[1] == "slow:start"]
     assert sorted(started) == sorted(ids)
+
+
+@pytest.mark.timeout(60)
+def test_finished_deliveries_are_recorded_while_slow_ones_behind_them_still_run(
+    queue_path: Path,
+) -> None:
+    # One thread, three slow deliveries prefetched together: the first two outcomes must not
+    # wait for the whole batch (a crash would repeat them, and `evq status` would lie).
+    log = queue_path.parent / "calls.log"
+    ids = [evq.publish("slow.work", payload={"seconds": 1.2}) for _ in range(3)]
+    with WorkerProcess(queue_path, "--app", "tests.apps.reliability", "-q"):
+        wait_until(
+            lambda: sum(1 for line in log_lines(log) if line[1] == "slow:start") == 3, timeout=30
+        )
+        assert states(queue_path) == {"done": 2, "running": 1}
+    assert len(ids) == 3

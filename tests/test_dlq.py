@@ -149,3 +149,13 @@ def test_dlq_on_a_missing_queue_says_so(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "no queue at" in result.stderr
     assert not (tmp_path / "nothing.db").exists()
+
+
+def test_an_error_message_that_is_not_valid_unicode_is_stored_escaped(queue_path: Path) -> None:
+    evq.publish("weird.text", payload={})
+    evq.publish("job.a", payload={"n": 1})
+    result = run_evq("worker", "--burst", "--app", "tests.apps.flaky")
+    assert result.returncode == 0, result.stderr
+    errors = {row["name"]: row["error"] for row in dead_list()}
+    assert errors["weird.text"] == "ValueError: could not parse b'\\udcff' from upstream"
+    assert errors["job.a"] == "ValueError: kaput 1"  # the worker carried on

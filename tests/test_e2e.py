@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 
+from click.testing import CliRunner
 from conftest import calls, run_evq
+
+import evq
+from evq.cli import cli
 
 
 def test_every_event_reaches_every_matching_receiver_exactly_once(queue_path: Path) -> None:
@@ -31,3 +37,73 @@ def test_every_event_reaches_every_matching_receiver_exactly_once(queue_path: Pa
     counted = calls(queue_path.parent / "calls.log")
     assert set(counted) == expected
     assert set(counted.values()) == {1}
+
+
+def test_async_receivers_are_awaited(queue_path: Path) -> None:
+    ids = {evq.publish("async.ping", payload={"n": n}) for n in range(3)}
+    result = run_evq("worker", "--burst", "--app", "tests.apps.asyncapp")
+    assert result.returncode == 0, result.stderr
+    assert set(calls(queue_path.parent / "calls.log")) == {(i, "remember") for i in ids}
+
+
+def test_the_worker_command_through_clirunner(queue_path: Path) -> None:
+    event_id = evq.publish("order.paid", payload={})
+    result = CliRunner().invoke(
+        cli, ["worker", "--burst", "--no-entry-points", "--app", "tests.apps.recorder"]
+    )
+    assert result.exit_code == 0, result.output
+    assert set(calls(queue_path.parent / "calls.log")) == {
+        (event_id, "bill"),
+        (event_id, "ship"),
+        (event_id, "audit"),
+    }
+
+
+def test_a_receiver_name_read_from_the_queue_is_never_imported_or_called(
+    queue_path: Path,
+) -> None:
+    # Someone with write access to the file names a function of their choosing.
+    marker = queue_path.parent / "called"
+    evq.publish("order.paid", payload={})
+    run_evq("worker", "--burst", "--app", "tests.apps.recorder")
+    with sqlite3.connect(queue_path) as conn:
+        conn.execute(
+            "INSERT INTO evq_delivery (event_seq, receiver, state, due_at, created_at)"
+            " SELECT seq, 'os:system', 'pending', 0, 0 FROM evq_event"
+        )
+        conn.execute("UPDATE evq_event SET payload = ?", (json.dumps({"cmd": f"touch {marker}"}),))
+    conn.close()
+    result = run_evq("worker", "--burst", "--app", "tests.apps.recorder")
+    assert result.returncode == 0, result.stderr
+    assert not marker.exists()
+    with sqlite3.connect(queue_path) as conn:
+        row = conn.execute(
+            "SELECT state, last_error FROM evq_delivery WHERE receiver = 'os:system'"
+        ).fetchone()
+    conn.close()
+    assert row == ("dead", "receiver os:system is not registered with the worker")
+
+
+def test_the_queue_file_stops_growing_once_old_events_are_pruned(queue_path: Path) -> None:
+    # Steady load: publish, deliver, prune what is past retention, again and again. SQLite
+    # reuses the pages that pruning frees, so the file settles at the size of one period.
+    sizes = []
+    for _ in range(4):
+        evq.publish_many([{"name": "order.created", "payload": {"n": "x" * 200}}] * 1500)
+        assert run_evq("worker", "--burst", "--app", "tests.apps.recorder", "-q").returncode == 0
+        assert run_evq("prune", "--older-than", "0s").returncode == 0
+        sizes.append(queue_path.stat().st_size + Path(f"{queue_path}-wal").stat().st_size)
+    assert sizes[3] <= sizes[1] * 1.05, sizes
+
+
+def test_an_async_receivers_own_timeout_error_is_reported_as_its_own(queue_path: Path) -> None:
+    evq.publish("async.upstream", payload={})
+    assert run_evq("worker", "--burst", "--app", "tests.apps.asyncapp").returncode == 0
+    with sqlite3.connect(queue_path) as conn:
+        error, details = conn.execute(
+            "SELECT last_error, traceback FROM evq_delivery"
+            " WHERE receiver = 'tests.apps.asyncapp:call_upstream'"
+        ).fetchone()
+    conn.close()
+    assert error == "TimeoutError: the upstream API took too long"
+    assert "call_upstream" in details

@@ -95,3 +95,8 @@ def test_stored_garbage_is_reported_not_guessed() -> None:
         with pytest.raises(InvalidPayload):
             decode_payload(garbage)
     assert json.loads(encode_payload({"a": 1})) == {"a": 1}
+
+
+def test_text_that_is_not_valid_unicode_is_rejected_at_publish() -> None:
+    with pytest.raises(InvalidPayload, match="not valid Unicode"):
+        encode_payload({"name": "bad \udcff surrogate"})

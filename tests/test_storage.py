@@ -93,3 +93,51 @@ def test_nothing_due_takes_no_write_transaction(queue_path: Path) -> None:
     assert batch.leases == []
     assert batch.next_due is not None and batch.next_due > time.time() + 3500
     assert queue.conn.total_changes == before
+
+
+def test_a_failed_write_never_leaves_the_write_lock_held(queue_path: Path) -> None:
+    queue = SqliteQueue(str(queue_path))
+    try:
+        with queue._write() as conn:
+            conn.execute("DELETE FROM evq_event")
+            raise KeyboardInterrupt  # as a receiver's timeout, raised at any instruction
+    except KeyboardInterrupt:
+        pass
+    assert not queue.conn.in_transaction
+    other = SqliteQueue(str(queue_path))
+    with other._write() as conn:  # would wait, then fail, if the lock were still held
+        conn.execute("SELECT 1")
+
+
+def test_deliveries_whose_worker_died_are_taken_back_one_at_a_time(queue_path: Path) -> None:
+    evq.publish_many([{"name": "a.b", "payload": {}}] * 3)
+    queue = SqliteQueue(str(queue_path))
+    router = OneReceiver(lease_seconds=0)
+    assert len(queue.lease(router, owner="w1", limit=10).leases) == 3  # w1 then dies
+    later = time.time() + 1
+    for _ in range(3):
+        batch = queue.lease(OneReceiver(lease_seconds=60), owner="w2", limit=10, now=later)
+        assert len(batch.leases) == 1
+    assert queue.lease(router, owner="w2", limit=10, now=later).leases == []
+
+
+def test_pruning_goes_on_past_events_that_must_be_kept(queue_path: Path) -> None:
+    # Dead letters at the head of the log used to stop each bounded pass before it reached
+    # the finished events behind them.
+    evq.publish_many([{"name": "a.b", "payload": {}}] * 30)
+    queue = SqliteQueue(str(queue_path))
+    router = OneReceiver(lease_seconds=60)
+    leases = queue.lease(router, owner="w", limit=30).leases
+    now = time.time()
+    queue.record(
+        [Outcome(lease, "dead" if i < 20 else "done", now, now) for i, lease in enumerate(leases)],
+        owner="w",
+    )
+    total, after = 0, None
+    for _ in range(10):
+        pruned, after = queue.prune_step(time.time() + 60, after=after, batch_size=5, max_batches=1)
+        total += pruned
+        if after is None:
+            break
+    assert total == 10
+    assert queue.conn.execute("SELECT count(*) FROM evq_event").fetchone()[0] == 20

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -164,3 +165,21 @@ def test_entry_points_are_found_in_installed_packages(tmp_path: Path) -> None:
         "receiver": "shop.subscriptions:send_welcome_email",
         "source": "entry point shop",
     }.items() <= {k: v for k, v in rows[0].items() if k != "options"}.items()
+
+
+def test_a_receiver_subscribed_twice_must_keep_the_same_options() -> None:
+    evq.subscribe("order.*", receiver=welcome, retries=0)
+    evq.subscribe("payment.*", receiver=welcome, retries=0)
+    with pytest.raises(evq.InvalidInput, match="other delivery options"):
+        evq.subscribe("refund.*", receiver=welcome, retries=10, timeout=5)
+    assert [s.pattern for s in subscriptions.subscriptions()] == ["order.*", "payment.*"]
+
+
+def test_a_worker_without_subscriptions_refuses_to_start(queue_path: Path) -> None:
+    evq.publish("order.created", payload={})
+    result = run_evq("worker", "--burst", "--no-entry-points")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: no subscriptions loaded")
+    with sqlite3.connect(queue_path) as conn:
+        assert conn.execute("SELECT dispatched_at FROM evq_event").fetchone() == (None,)
+    conn.close()

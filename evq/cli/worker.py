@@ -99,7 +99,8 @@ def worker(
     Subscriptions come from installed packages (the `evq.subscriptions` entry-point group) and
     from --app modules. SIGTERM or SIGINT stops gracefully: no new deliveries are taken,
     running receivers get --shutdown-timeout to finish, then their deliveries go back to the
-    queue. A second signal stops at once.
+    queue. A second signal stops at once. With no subscription loaded, it refuses to start
+    (exit code 2): it would mark every event delivered to nobody.
     """
     from evq import subscriptions
     from evq.durations import format_seconds
@@ -134,11 +135,6 @@ def worker(
         format_seconds(lease_seconds),
         ", burst" if burst else "",
     )
-    if not served:
-        log.warning(
-            "no subscriptions loaded: events will be dispatched to no receiver "
-            "(use --app MODULE or install a package with evq.subscriptions entry points)"
-        )
     for module in loaded:
         log.info("loaded %s (%s)", module.module, module.source)
     for subscription in served:
@@ -158,34 +154,40 @@ def _version() -> str:
     return __version__
 
 
-class _Formatter(logging.Formatter):
-    COLORS: ClassVar[dict[int, str]] = {
-        logging.WARNING: "\033[33m",
-        logging.ERROR: "\033[31m",
-        logging.INFO: "",
-    }
+_DIM, _RESET = "\033[2m", "\033[0m"
 
-    def __init__(self, color: bool) -> None:
+
+class _Formatter(logging.Formatter):
+    """Short local times for a person at a terminal (coloured unless NO_COLOR); full UTC
+    timestamps and level names when redirected to a file or a log collector."""
+
+    COLORS: ClassVar[dict[int, str]] = {logging.WARNING: "\033[33m", logging.ERROR: "\033[31m"}
+
+    def __init__(self, *, terminal: bool, color: bool) -> None:
         super().__init__()
+        self.terminal = terminal
         self.color = color
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
         if record.exc_info:
             message += "\n" + self.formatException(record.exc_info)
-        if self.color:
-            stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-            color = self.COLORS.get(record.levelno, "")
-            return f"\033[2m{stamp}\033[0m {color}{message}{chr(27) + '[0m' if color else ''}"
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        return f"{stamp}.{int(record.msecs):03d}Z {record.levelname} {message}"
+        if not self.terminal:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            return f"{stamp}.{int(record.msecs):03d}Z {record.levelname} {message}"
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        if not self.color:
+            return f"{stamp} {message}"
+        color = self.COLORS.get(record.levelno, "")
+        reset = _RESET if color else ""
+        return f"{_DIM}{stamp}{_RESET} {color}{message}{reset}"
 
 
 def _configure_logging(quiet: bool) -> None:
-    from evq.cli.output import use_color
+    from evq.cli.output import is_terminal, use_color
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter(color=use_color(sys.stderr)))
+    handler.setFormatter(_Formatter(terminal=is_terminal(sys.stderr), color=use_color(sys.stderr)))
     for name in ("evq", "huey"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]

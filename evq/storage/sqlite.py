@@ -342,24 +342,29 @@ class SqliteQueue:
         with self._lock:
             conn = self.conn
             deadline = time.monotonic() + _WRITE_DEADLINE_SECONDS
-            while True:
+            try:
+                while True:
+                    try:
+                        conn.execute("BEGIN IMMEDIATE")
+                        break
+                    except sqlite3.OperationalError as exc:
+                        if not _is_busy(exc) or time.monotonic() > deadline:
+                            raise StorageError(
+                                f"cannot write the queue {self.path!r}: {exc}"
+                            ) from exc
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    break
-                except sqlite3.OperationalError as exc:
-                    if not _is_busy(exc) or time.monotonic() > deadline:
-                        raise StorageError(f"cannot write the queue {self.path!r}: {exc}") from exc
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.DatabaseError as exc:
+                    yield conn
+                except sqlite3.DatabaseError as exc:
+                    raise StorageError(f"cannot write the queue {self.path!r}: {exc}") from exc
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.DatabaseError as exc:
+                    raise StorageError(f"cannot commit to the queue {self.path!r}: {exc}") from exc
+            finally:
+                # Whatever interrupted us (an error, or a receiver's timeout raised just as
+                # BEGIN returned), never leave the write lock held by an open transaction.
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                raise StorageError(f"cannot commit to the queue {self.path!r}: {exc}") from exc
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
@@ -695,9 +700,26 @@ class SqliteQueue:
         a short transaction of its own, so that workers are not held up; `max_batches` bounds
         one call. Delivery statistics and heartbeats of workers gone for a day go too.
         """
-        now = time.time() if now is None else now
+        total, after = self.prune_step(older_than, batch_size=batch_size, max_batches=max_batches)
+        while after is not None and max_batches is None:
+            pruned, after = self.prune_step(older_than, after=after, batch_size=batch_size)
+            total += pruned
+        self.forget_old_statistics(now=now)
+        return total
+
+    def prune_step(
+        self,
+        older_than: float,
+        *,
+        after: str | None = None,
+        batch_size: int = 1000,
+        max_batches: int | None = None,
+    ) -> tuple[int, str | None]:
+        """Prune like `prune`, walking the event log from the event id `after` for at most
+        `max_batches` batches; return how many events went, and the id to go on from next
+        time (None once the walk reached the cutoff). A worker prunes step by step, so that
+        events it must keep at the head of the log (dead letters) never stall it."""
         total = 0
-        after: str | None = None
         batches = 0
         while max_batches is None or batches < max_batches:
             with self._write() as conn:
@@ -706,10 +728,14 @@ class SqliteQueue:
             batches += 1
             if after is None:
                 break
+        return total, after
+
+    def forget_old_statistics(self, *, now: float | None = None) -> None:
+        """Delete delivery statistics and heartbeats of workers older than a day."""
+        now = time.time() if now is None else now
         with self._write() as conn:
             conn.execute("DELETE FROM evq_stat WHERE second < ?", (int(now - FORGET_SECONDS),))
             conn.execute("DELETE FROM evq_worker WHERE seen_at < ?", (now - FORGET_SECONDS,))
-        return total
 
     def prunable_count(self, older_than: float) -> int:
         """Return how many events `prune(older_than)` would delete now (a dry run)."""
@@ -893,6 +919,11 @@ def _lease(
         published_at,
     ) in rows:
         policy = router.policy(receiver)
+        if state == "running" and leases:
+            # A delivery whose worker died is taken alone, in a batch of its own: if it is what
+            # kills workers, it must not take the deliveries leased with it down again and
+            # again (they would count as lost, and end as dead letters, without ever running).
+            break
         if state == "running":
             # The lease expired: the worker that held it died or stalled. That is no failure of
             # the receiver's (a killed worker may not even have started it), so it uses up no
@@ -946,6 +977,8 @@ def _lease(
             )
         )
         taken.append((now + lease_seconds, owner, now, delivery_id))
+        if state == "running":
+            break
     conn.executemany(
         "UPDATE evq_delivery SET state = 'running', attempt = attempt + 1,"
         " due_at = ?, lease_owner = ?, started_at = ? WHERE id = ?",

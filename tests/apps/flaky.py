@@ -28,3 +28,9 @@ def report(event: evq.Event, /) -> None:
     if os.environ.get("EVQ_TEST_FIXED") != "1":
         raise KeyError("missing column")
     _record(event, "report")
+
+
+@evq.subscriber("weird.text", retries=0)
+def surrogate(event: evq.Event, /) -> None:
+    # Text decoded with errors="surrogateescape" from a bad upstream response, say.
+    raise ValueError("could not parse b'\udcff' from upstream")

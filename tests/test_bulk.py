@@ -1,0 +1,102 @@
+"""Bulk publish: `evq publish --jsonl FILE|-` and `evq.publish_many`."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from conftest import run_evq
+from queue_states import run_in_terminal
+
+
+def stored(path: Path) -> list[tuple[str, str]]:
+    if not path.exists():
+        return []
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT id, name FROM evq_event ORDER BY seq").fetchall()
+
+
+def lines(count: int, *, bad_at: int | None = None, bad: str = "{oops") -> str:
+    rows = []
+    for number in range(1, count + 1):
+        if number == bad_at:
+            rows.append(bad)
+        else:
+            rows.append(json.dumps({"name": "order.created", "payload": {"n": number}}))
+    return "\n".join(rows) + "\n"
+
+
+def test_every_line_is_published_in_order_and_its_id_printed(
+    queue_path: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "events.jsonl"
+    source.write_text(lines(2500))
+    result = run_evq("publish", "--jsonl", str(source))
+    assert result.returncode == 0, result.stderr
+    ids = result.stdout.split()
+    assert len(ids) == 2500
+    assert [row[0] for row in stored(queue_path)] == ids
+    assert result.stderr == ""  # no progress bar when stderr is not a terminal
+
+
+def test_lines_from_stdin_with_keys_and_json_output(queue_path: Path) -> None:
+    text = "\n".join(
+        json.dumps(item)
+        for item in (
+            {"name": "a.b", "payload": {"x": 1}, "key": "k1"},
+            {"name": "a.c"},
+            {"name": "a.b", "payload": {"x": 2}, "key": "k1"},
+        )
+    )
+    result = run_evq("publish", "--jsonl", "-", "--json", input=text + "\n\n")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["published"] == 3
+    assert document["ids"][0] == document["ids"][2]  # the key was seen: the first id
+    assert len(stored(queue_path)) == 2
+
+
+def test_a_bad_line_in_the_middle_stores_nothing_and_names_its_line(
+    queue_path: Path, tmp_path: Path
+) -> None:
+    for bad, message in (
+        ("{oops", "not valid JSON"),
+        ('{"name": "bad name", "payload": {}}', "invalid event name"),
+        ('{"name": "a.b", "payload": [1]}', "not a list"),
+        ('{"payload": {}}', 'missing "name"'),
+        ('{"name": "a.b", "colour": "red"}', "unknown field"),
+        ("[1, 2]", "expected an object"),
+    ):
+        source = tmp_path / "events.jsonl"
+        source.write_text(lines(3000, bad_at=1700, bad=bad))
+        result = run_evq("publish", "--jsonl", str(source))
+        assert result.returncode == 2, result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("Error: line 1700: ")
+        assert message in line
+        assert line.endswith("nothing was published")
+        assert result.stdout == ""
+        assert stored(queue_path) == []
+
+
+def test_a_missing_jsonl_file_is_bad_input(queue_path: Path, tmp_path: Path) -> None:
+    result = run_evq("publish", "--jsonl", str(tmp_path / "missing.jsonl"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"Error: --jsonl {tmp_path / 'missing.jsonl'}: no such file"
+    assert not queue_path.exists()
+
+
+def test_jsonl_with_a_name_is_a_usage_error(queue_path: Path) -> None:
+    result = run_evq("publish", "a.b", "--jsonl", "-", input="")
+    assert result.returncode == 2
+    assert "--jsonl reads names and payloads from its input" in result.stderr
+
+
+def test_a_long_input_shows_progress_on_a_terminal(queue_path: Path, tmp_path: Path) -> None:
+    source = tmp_path / "events.jsonl"
+    source.write_text(lines(30_000))
+    result = run_in_terminal("publish", "--jsonl", str(source), "--json")
+    assert result.returncode == 0, result.stdout
+    assert "publishing" in result.stdout  # the bar, drawn on the terminal's stderr
+    assert len(stored(queue_path)) == 30_000
