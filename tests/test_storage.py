@@ -141,3 +141,20 @@ def test_pruning_goes_on_past_events_that_must_be_kept(queue_path: Path) -> None
             break
     assert total == 10
     assert queue.conn.execute("SELECT count(*) FROM evq_event").fetchone()[0] == 20
+
+
+def test_replay_goes_batch_by_batch_and_misses_no_event(queue_path: Path) -> None:
+    from evq.storage.sqlite import EventSelection
+
+    evq.publish_many([{"name": "a.b", "payload": {"n": n}} for n in range(7)])
+    queue = SqliteQueue(str(queue_path))
+    queue.lease(OneReceiver(lease_seconds=60), owner="w", limit=0)  # fan out: 7 deliveries
+    selection = EventSelection(since=0)
+    assert queue.replay_count(selection) == 7
+    assert queue.replay(selection, batch_size=2) == 7
+    assert queue.replay(selection, receiver="app:other", batch_size=3) == 7
+    replays = queue.conn.execute(
+        "SELECT receiver, count(DISTINCT event_seq) FROM evq_delivery WHERE replay = 1"
+        " GROUP BY receiver ORDER BY receiver"
+    ).fetchall()
+    assert replays == [("app:other", 7), ("app:receiver", 7)]

@@ -657,25 +657,42 @@ class SqliteQueue:
         return event
 
     def replay(
-        self, selection: EventSelection, *, receiver: str | None = None, now: float | None = None
+        self,
+        selection: EventSelection,
+        *,
+        receiver: str | None = None,
+        now: float | None = None,
+        batch_size: int = 1000,
     ) -> int:
         """Deliver the selected events again, as new deliveries marked as replays, due now.
 
         With `receiver`, one delivery to it per event, whether it had one or not (a backfill);
         else one per receiver that already had a delivery of the event. Events not dispatched
-        yet are skipped: they are delivered anyway. Returns how many deliveries were created,
-        all in one transaction.
+        yet are skipped: they are delivered anyway. Returns how many deliveries were created.
+        Events are taken `batch_size` at a time, each batch a short transaction of its own, so
+        that a replay of millions of events never holds up workers (nor their lease renewals).
         """
         now = time.time() if now is None else now
-        select, params = _replay_select(selection, receiver, now)
-        with self._write() as conn:
-            _register_functions(conn)
-            cursor = conn.execute(
-                "INSERT INTO evq_delivery (event_seq, receiver, state, due_at, created_at, replay)"
-                f" {select}",
-                params,
-            )
-            return cursor.rowcount
+        where, params = _event_filter(selection)
+        where += " AND e.due_at IS NULL"
+        total = 0
+        after: str | None = None
+        while True:
+            with self._write() as conn:
+                _register_functions(conn)
+                batch_where, batch_params = where, list(params)
+                if after is not None:
+                    batch_where += " AND e.id > ?"
+                    batch_params.append(after)
+                rows = conn.execute(
+                    f"SELECT e.seq, e.id FROM evq_event e WHERE {batch_where}"
+                    " ORDER BY e.id LIMIT ?",
+                    (*batch_params, batch_size),
+                ).fetchall()
+                total += _insert_replays(conn, [seq for seq, _ in rows], receiver, now)
+            if len(rows) < batch_size:
+                return total
+            after = rows[-1][1]
 
     def replay_count(self, selection: EventSelection, *, receiver: str | None = None) -> int:
         """Return how many deliveries `replay()` would create now (a dry run)."""
@@ -1286,6 +1303,28 @@ def _event_status(event: dict[str, Any], now: float) -> str:
     return "done"
 
 
+def _insert_replays(
+    conn: sqlite3.Connection, seqs: Sequence[int], receiver: str | None, now: float
+) -> int:
+    """Insert the replay deliveries of the events `seqs`; return how many."""
+    if receiver is not None:
+        conn.executemany(
+            "INSERT INTO evq_delivery (event_seq, receiver, state, due_at, created_at, replay)"
+            " VALUES (?, ?, 'pending', ?, ?, 1)",
+            [(seq, receiver, now, now) for seq in seqs],
+        )
+        return len(seqs)
+    total = 0
+    for chunk in _chunks(seqs):
+        total += conn.execute(
+            "INSERT INTO evq_delivery (event_seq, receiver, state, due_at, created_at, replay)"
+            " SELECT DISTINCT d.event_seq, d.receiver, 'pending', ?, ?, 1 FROM evq_delivery d"
+            f" WHERE d.event_seq IN ({','.join('?' * len(chunk))}) AND d.receiver != ?",
+            (now, now, *chunk, UNDELIVERABLE),
+        ).rowcount
+    return total
+
+
 def _replay_select(
     selection: EventSelection, receiver: str | None, now: float
 ) -> tuple[str, list[Any]]:
@@ -1295,8 +1334,8 @@ def _replay_select(
     if receiver is None:
         return (
             "SELECT DISTINCT e.seq, d.receiver, 'pending', ?, ?, 1 FROM evq_event e"
-            f" JOIN evq_delivery d ON d.event_seq = e.seq WHERE {where}",
-            [now, now, *params],
+            f" JOIN evq_delivery d ON d.event_seq = e.seq WHERE {where} AND d.receiver != ?",
+            [now, now, *params, UNDELIVERABLE],
         )
     return (
         f"SELECT e.seq, ?, 'pending', ?, ?, 1 FROM evq_event e WHERE {where}",
