@@ -25,7 +25,7 @@ def _start_chaos_worker(queue_path: Path, worker_type: str) -> WorkerProcess:
     return WorkerProcess(
         queue_path,
         "--app",
-        "tests.apps.chaos",
+        "tests.apps.recorder",
         "--workers",
         "2",
         "--worker-type",
@@ -58,7 +58,7 @@ def _chaos(queue_path: Path, worker_type: str, *, events: int, kills: int, seed:
         for worker in workers:
             worker.kill_group()
 
-    burst = run_evq("worker", "--burst", "--app", "tests.apps.chaos", "--lease", LEASE, "-q")
+    burst = run_evq("worker", "--burst", "--app", "tests.apps.recorder", "--lease", LEASE, "-q")
     assert burst.returncode == 0, burst.stderr
 
     counted = calls(queue_path.parent / "calls.log")

@@ -5,15 +5,7 @@ from __future__ import annotations
 import os
 
 import evq
-
-
-def _record(event: evq.Event, receiver: str) -> None:
-    line = f"{event.id} {receiver} {event.attempt} {os.getpid()}\n".encode()
-    fd = os.open(os.environ["EVQ_TEST_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+from tests.apps.log import record as _record
 
 
 @evq.subscriber("job.**", retries=0)

@@ -10,18 +10,14 @@ import os
 import time
 
 import evq
+from tests.apps.log import record
 
 
 def _record(event: evq.Event, receiver: str) -> None:
     delay = float(os.environ.get("EVQ_TEST_SLEEP", "0"))
     if delay:
         time.sleep(delay)
-    line = f"{event.id} {receiver} {event.attempt} {os.getpid()}\n".encode()
-    fd = os.open(os.environ["EVQ_TEST_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+    record(event, receiver)
 
 
 @evq.subscriber("order.*")

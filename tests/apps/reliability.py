@@ -7,20 +7,10 @@ file named by EVQ_TEST_LOG; slow receivers write `receiver:start` before they sl
 
 from __future__ import annotations
 
-import os
 import time
 
 import evq
-
-
-def record(event: evq.Event, receiver: str) -> None:
-    """Append one line for this call to the EVQ_TEST_LOG file."""
-    line = f"{event.id} {receiver} {event.attempt} {os.getpid()}\n".encode()
-    fd = os.open(os.environ["EVQ_TEST_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+from tests.apps.log import record
 
 
 class Fatal(Exception):
