@@ -53,6 +53,9 @@ TASK_NAME = "evq.deliver"
 DEFAULT_PREFETCH = 16
 # An idle worker sleeps until a commit (evq.wakeup), but wakes this often to notice a stop.
 STOP_CHECK_SECONDS = 0.1
+# Each stops a worker gracefully; a second one, any of them, stops it at once. SIGHUP too: a
+# worker whose terminal closes gives its leases back rather than dying with them.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # Outcomes wait to be written with the next lease, but never longer than this.
 FLUSH_SECONDS = 1.0
 WORKER_HEARTBEAT_SECONDS = 5.0
@@ -504,14 +507,13 @@ class DeliveryConsumer(Consumer):  # type: ignore[misc]
 
     def _set_signal_handlers(self) -> None:
         self._previous_handlers = {
-            signum: signal.signal(signum, self._graceful_stop)
-            for signum in (signal.SIGTERM, signal.SIGINT)
+            signum: signal.signal(signum, self._graceful_stop) for signum in STOP_SIGNALS
         }
 
     def _graceful_stop(self, signum: int, frame: Any) -> None:
         self._signum = signum
         self._restart, self._graceful = False, True
-        for other in (signal.SIGTERM, signal.SIGINT):
+        for other in STOP_SIGNALS:
             # A second signal, either one, stops at once.
             signal.signal(other, signal.default_int_handler)
 

@@ -159,3 +159,12 @@ def test_an_error_message_that_is_not_valid_unicode_is_stored_escaped(queue_path
     errors = {row["name"]: row["error"] for row in dead_list()}
     assert errors["weird.text"] == "ValueError: could not parse b'\\udcff' from upstream"
     assert errors["job.a"] == "ValueError: kaput 1"  # the worker carried on
+
+
+def test_a_redriven_delivery_is_pending_not_retrying(dead_letters: list[str]) -> None:
+    delivery_id = dead_list()[0]["id"]
+    assert run_evq("dlq", "redrive", str(delivery_id)).returncode == 0
+    status = json.loads(run_evq("status", "--json").stdout)
+    assert status["deliveries"]["pending"] == 1
+    assert status["deliveries"]["retrying"] == 0
+    assert status["deliveries"]["dead"] == 3

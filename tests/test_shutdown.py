@@ -18,6 +18,8 @@ BOTH_SIGNALS_BOTH_TYPES = [
     ("thread", signal.SIGINT),
     ("process", signal.SIGTERM),
     ("process", signal.SIGINT),
+    ("thread", signal.SIGHUP),
+    ("process", signal.SIGHUP),
 ]
 
 

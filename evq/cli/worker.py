@@ -55,7 +55,7 @@ from evq.cli.options import DURATION, app_option, apply_settings, url_option
     default="30s",
     show_default=True,
     show_envvar=True,
-    help="On SIGTERM or SIGINT, wait this long for running receivers, then give their"
+    help="On SIGTERM, SIGINT or SIGHUP, wait this long for running receivers, then give their"
     " deliveries back to the queue.",
 )
 @click.option(
@@ -97,7 +97,7 @@ def worker(
     """Deliver events to every subscribed receiver, each on its own, with retries.
 
     Subscriptions come from installed packages (the `evq.subscriptions` entry-point group) and
-    from --app modules. SIGTERM or SIGINT stops gracefully: no new deliveries are taken,
+    from --app modules. SIGTERM, SIGINT or SIGHUP stops gracefully: no new deliveries are taken,
     running receivers get --shutdown-timeout to finish, then their deliveries go back to the
     queue. A second signal stops at once. With no subscription loaded, it refuses to start
     (exit code 2): it would mark every event delivered to nobody.

@@ -646,7 +646,7 @@ class SqliteQueue:
         counts = _zero_counts()
         for delivery in deliveries:
             delivery["state"] = _user_state(
-                delivery["state"], delivery["attempt"], delivery["due_at"], now
+                delivery["state"], delivery["failures"], delivery["due_at"], now
             )
             delivery["replay"] = bool(delivery["replay"])
             delivery["history"] = history.get(delivery["id"], [])
@@ -1177,16 +1177,17 @@ _ATTEMPT_KEYS = (
     "error",
 )
 _WORKER_KEYS = ("id", "hostname", "pid", "started_at", "seen_at", "info")
-# The state a person sees of a delivery row; one parameter: now.
+# The state a person sees of a delivery row; one parameter: now. A pending delivery that has
+# failed before is retrying; one given back by a stopping worker, or redriven, is pending.
 _STATE_SQL = (
-    "CASE WHEN state <> 'pending' THEN state WHEN attempt > 0 THEN 'retrying'"
+    "CASE WHEN state <> 'pending' THEN state WHEN failures > 0 THEN 'retrying'"
     " WHEN due_at > ? THEN 'scheduled' ELSE 'pending' END"
 )
 # Each keeps the deliveries in one state, through a partial index (due_at or dead).
 _DELIVERY_STATE_WHERE = {
-    "pending": "d.due_at <= ? AND d.state = 'pending' AND d.attempt = 0",
-    "scheduled": "d.due_at > ? AND d.state = 'pending' AND d.attempt = 0",
-    "retrying": "d.due_at IS NOT NULL AND d.state = 'pending' AND d.attempt > 0",
+    "pending": "d.due_at <= ? AND d.state = 'pending' AND d.failures = 0",
+    "scheduled": "d.due_at > ? AND d.state = 'pending' AND d.failures = 0",
+    "retrying": "d.due_at IS NOT NULL AND d.state = 'pending' AND d.failures > 0",
     "running": "d.due_at IS NOT NULL AND d.state = 'running'",
     "dead": "d.state = 'dead'",
 }
@@ -1284,10 +1285,10 @@ def _zero_counts() -> dict[str, int]:
     return dict.fromkeys(DELIVERY_STATES, 0)
 
 
-def _user_state(state: str, attempt: int, due_at: float | None, now: float) -> str:
+def _user_state(state: str, failures: int, due_at: float | None, now: float) -> str:
     if state != "pending":
         return state
-    if attempt > 0:
+    if failures > 0:
         return "retrying"
     return "scheduled" if due_at is not None and due_at > now else "pending"
 
