@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from click.testing import CliRunner
-from conftest import calls, run_evq
+from conftest import ROOT, calls, run_evq
 
 import evq
 from evq.cli import cli
@@ -107,3 +107,20 @@ def test_an_async_receivers_own_timeout_error_is_reported_as_its_own(queue_path:
     conn.close()
     assert error == "TimeoutError: the upstream API took too long"
     assert "call_upstream" in details
+
+
+def test_the_quickstart_example_delivers_to_both_of_its_receivers(queue_path: Path) -> None:
+    example = str(ROOT / "examples" / "quickstart")
+    assert (
+        run_evq(
+            "publish", "user.created", "--payload", '{"user_id": 42, "email": "ada@example.com"}'
+        ).returncode
+        == 0
+    )
+    result = run_evq(
+        "worker", "--burst", "--app", "quickstart.subscriptions", PYTHONPATH=f"{example}:{ROOT}"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "[welcome] sending a welcome email to ada@example.com" in result.stdout
+    assert "[audit]" in result.stdout and "user.created" in result.stdout
+    assert "2 deliveries" in result.stderr
