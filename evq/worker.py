@@ -11,9 +11,10 @@ evq changes it only at its seams:
   retry at a time, dead letter) back to the storage, so that a failure and its retry are one
   write; huey's own retry path would enqueue the retry and delete the task in two.
 - `JSONSerializer`: what huey reads and writes is JSON, never pickle.
-- `DeliveryConsumer` / `DeliveryWorker` / `Housekeeper`: SIGTERM and SIGINT are both graceful
-  and a second one stops at once; leases are given back on shutdown; an idle worker wakes within
-  milliseconds of a commit (`PRAGMA data_version`) instead of polling every 10 seconds; `--burst`.
+- `DeliveryConsumer` / `DeliveryWorker` / `Housekeeper`: SIGTERM, SIGINT and SIGHUP are
+  graceful and a second one stops at once; leases are given back on shutdown; an idle worker
+  wakes within milliseconds of a commit (`evq.wakeup`) instead of polling every 10 seconds;
+  `--burst`; retention.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from huey.registry import Message
 from huey.storage import BaseStorage
 
 from evq import delivery
+from evq.config import DEFAULT_RETENTION_SECONDS
 from evq.errors import NoSubscriptions, StorageError
 from evq.serializer import JSONSerializer
 from evq.storage.sqlite import Lease, LeaseBatch, Outcome, SqliteQueue
@@ -79,8 +81,8 @@ class WorkerOptions:
     lease_seconds: float = 30.0
     shutdown_timeout: float = 30.0
     prefetch: int = DEFAULT_PREFETCH
-    retention_seconds: float | None = None
-    apps: Sequence[str] = ()
+    # None keeps every finished event (no automatic pruning).
+    retention_seconds: float | None = DEFAULT_RETENTION_SECONDS
 
 
 class Router:
@@ -315,7 +317,7 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
     def _record_quietly(self, outcomes: list[Outcome]) -> None:
         try:
             self.queue.record(outcomes, owner=self.owner)
-        except StorageError:
+        except Exception:  # stopping anyway: the leases expire, and their deliveries run again
             logger.exception("could not give back %d leases; they will expire", len(outcomes))
 
     def _renew_leases(self) -> None:
