@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 from conftest import run_evq
 from queue_states import run_in_terminal
 
@@ -41,3 +43,31 @@ def test_the_worker_log_is_short_on_a_terminal_and_timestamped_when_redirected(
     on_terminal = run_in_terminal("worker", "--burst", "--app", "tests.apps.recorder")
     assert "done     order.created" in on_terminal.stdout
     assert " INFO " not in on_terminal.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["publish", "order.created", "--payload", '{"n": 1}'],
+        ["dlq", "show", "{dead}"],
+        ["dlq", "redrive", "--all", "--dry-run"],
+        ["dlq", "purge", "--all", "--dry-run"],
+        ["replay", "--all", "--dry-run"],
+        ["prune", "--older-than", "30d", "--dry-run"],
+        ["status", "--check"],
+    ],
+)
+def test_every_other_command_works_on_a_terminal_and_piped(
+    queue_path: Path, command: list[str]
+) -> None:
+    evq.publish("job.a", payload={"n": 1})
+    assert run_evq("worker", "--burst", "--app", "tests.apps.flaky").returncode == 0
+    dead = json.loads(run_evq("dlq", "list", "--json").stdout)[0]["id"]
+    args = [str(dead) if part == "{dead}" else part for part in command]
+    expected = 1 if command == ["status", "--check"] else 0  # there is a dead letter
+    on_terminal = run_in_terminal(*args)
+    piped = run_evq(*args)
+    assert on_terminal.returncode == piped.returncode == expected, (on_terminal.stdout, piped)
+    assert on_terminal.stdout.strip()
+    assert (piped.stdout + piped.stderr).strip()
+    assert "\x1b[" not in piped.stdout
