@@ -43,7 +43,8 @@ from evq import delivery
 from evq.config import DEFAULT_RETENTION_SECONDS
 from evq.errors import NoSubscriptions, StorageError
 from evq.serializer import JSONSerializer
-from evq.storage.sqlite import Lease, LeaseBatch, Outcome, SqliteQueue
+from evq.storage import open_queue
+from evq.storage.sqlite import Lease, LeaseBatch, Outcome
 from evq.subscriptions import Subscription, subscriptions, subscriptions_for
 from evq.wakeup import ChangeWatcher
 
@@ -138,7 +139,7 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
 
     def _reset(self) -> None:
         self._pid = os.getpid()
-        self.queue = SqliteQueue(self.options.url, sync="normal")
+        self.queue = open_queue(self.options.url, sync="normal")
         self.owner = f"{self.run_id}/{socket.gethostname()}:{self._pid}"
         self._lock = threading.Condition()
         self._buffer: collections.deque[Lease] = collections.deque()

@@ -135,9 +135,9 @@ def purge(
 
 
 def _queue(url: str) -> Any:
-    from evq.storage.sqlite import SqliteQueue
+    from evq.storage import open_queue
 
-    return SqliteQueue(url, create=False)
+    return open_queue(url, create=False)
 
 
 def _select(

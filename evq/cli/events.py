@@ -30,7 +30,8 @@ import click
 from evq.cli.options import TIME, url_option
 from evq.cli.output import Column, is_terminal, output_options, render
 from evq.errors import NotFound
-from evq.storage.sqlite import DELIVERY_STATES, EventSelection, SqliteQueue
+from evq.storage import Queue, open_queue
+from evq.storage.sqlite import DELIVERY_STATES, EventSelection
 
 # The extension attribute holding the number of deliveries in each state.
 STATE_ATTRIBUTES = {state: f"evq{state}" for state in DELIVERY_STATES}
@@ -113,7 +114,7 @@ def events(
       evq events --status dead --jsonl | jq -r .id
     """
     selection = _selection(name, since, until)
-    queue = SqliteQueue(url, create=False)
+    queue = open_queue(url, create=False)
     records = [
         cloud_event(event, source=source(queue))
         for event in queue.events(selection, status=status, limit=limit)
@@ -148,7 +149,7 @@ def show(event_id: str, as_json: bool, url: str) -> None:
     replay, finished time, last error) and `attempt` (delivery, attempt, outcome, started
     time, seconds, worker, error). An unknown id exits with code 2.
     """
-    queue = SqliteQueue(url, create=False)
+    queue = open_queue(url, create=False)
     event = queue.event(event_id)
     if event is None:
         raise NotFound(f"no event with id {event_id!r} in {queue.path!r}")
@@ -167,7 +168,7 @@ def show(event_id: str, as_json: bool, url: str) -> None:
 
 
 def cloud_event(event: dict[str, Any], *, source: str) -> dict[str, Any]:
-    """Return a stored event (from `SqliteQueue.events()`) as a CloudEvent 1.0 (JSON format).
+    """Return a stored event (from `Queue.events()`) as a CloudEvent 1.0 (JSON format).
 
     Extension attributes without a value (no key, not due, not dispatched) are left out, as
     CloudEvents wants; the delivery counts are always there.
@@ -192,7 +193,7 @@ def cloud_event(event: dict[str, Any], *, source: str) -> dict[str, Any]:
     return {name: value for name, value in record.items() if value is not None}
 
 
-def source(queue: SqliteQueue) -> str:
+def source(queue: Queue) -> str:
     """Return the CloudEvents `source` of the events of `queue`: evq:// and its path.
 
     The path is percent-encoded where needed (spaces, for one), so that it is a valid URI.

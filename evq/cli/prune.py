@@ -9,7 +9,7 @@ import click
 from evq.cli.events import iso
 from evq.cli.options import DURATION, url_option
 from evq.cli.output import render
-from evq.storage.sqlite import SqliteQueue
+from evq.storage import open_queue
 
 
 @click.command()
@@ -40,7 +40,7 @@ def prune(older_than: float, dry_run: bool, as_json: bool, url: str) -> None:
       evq prune --older-than 30d --dry-run
     """
     cutoff = time.time() - older_than
-    queue = SqliteQueue(url, create=False)
+    queue = open_queue(url, create=False)
     count = queue.prunable_count(cutoff) if dry_run else queue.prune(cutoff)
     if as_json:
         document = {"events": count, "before": iso(cutoff), "dry_run": dry_run}

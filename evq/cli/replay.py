@@ -8,7 +8,7 @@ from evq.cli.events import _selection
 from evq.cli.options import TIME, url_option
 from evq.cli.output import render
 from evq.errors import InvalidReceiver
-from evq.storage.sqlite import SqliteQueue
+from evq.storage import open_queue
 
 
 @click.command()
@@ -58,7 +58,7 @@ def replay(
             f"invalid receiver {receiver!r}: use its module:function name, as"
             " `evq list-subscribers` shows it"
         )
-    queue = SqliteQueue(url, create=False)
+    queue = open_queue(url, create=False)
     if dry_run:
         count = queue.replay_count(selection, receiver=receiver)
     else:

@@ -13,7 +13,8 @@ import click
 from evq.cli.events import ago, iso
 from evq.cli.options import DURATION, url_option
 from evq.cli.output import Column, is_terminal, output_options, render, use_color
-from evq.storage.sqlite import RATE_WINDOW_SECONDS, WORKER_SEEN_WITHIN_SECONDS, SqliteQueue
+from evq.storage import Queue, open_queue
+from evq.storage.sqlite import RATE_WINDOW_SECONDS, WORKER_SEEN_WITHIN_SECONDS
 
 EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
@@ -92,7 +93,7 @@ def status(
     """
     if watch and check:
         raise click.UsageError("--watch and --check cannot be used together")
-    queue = SqliteQueue(url, create=False)
+    queue = open_queue(url, create=False)
     if check:
         _check(queue, max_age, output_format)
     elif watch:
@@ -101,7 +102,7 @@ def status(
         _show(status_document(queue), output_format)
 
 
-def status_document(queue: SqliteQueue) -> dict[str, Any]:
+def status_document(queue: Queue) -> dict[str, Any]:
     """Return the status of `queue` with the field names `evq status --json` documents."""
     snapshot = queue.status()
     age = None if snapshot.oldest_due_at is None else snapshot.time - snapshot.oldest_due_at
@@ -157,7 +158,7 @@ def health(document: dict[str, Any], max_age: float) -> str | None:
 # Private
 
 
-def _check(queue: SqliteQueue, max_age: float, output_format: str | None) -> None:
+def _check(queue: Queue, max_age: float, output_format: str | None) -> None:
     document = status_document(queue)
     if output_format is not None:
         render([document], [], output_format=output_format, document=document)
@@ -179,7 +180,7 @@ def _show(document: dict[str, Any], output_format: str | None) -> None:
         _write_lines(document)
 
 
-def _watch(queue: SqliteQueue, interval: float, output_format: str | None) -> None:
+def _watch(queue: Queue, interval: float, output_format: str | None) -> None:
     out = sys.stdout
     try:
         if output_format is None and is_terminal(out):

@@ -104,12 +104,12 @@ def worker(
     """
     from evq import subscriptions
     from evq.durations import format_seconds
-    from evq.storage.sqlite import SqliteQueue
+    from evq.storage import open_queue
 
     settings = apply_settings(url)
     _configure_logging(quiet)
     loaded = subscriptions.load(subscriptions.split_apps(apps), entry_points=entry_points)
-    SqliteQueue(settings.url).close()  # create the file now, with a clear error if we cannot
+    open_queue(settings.url).close()  # create the file now, with a clear error if we cannot
     from evq.worker import WorkerOptions, create_consumer
 
     options = WorkerOptions(
