@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -70,16 +72,34 @@ def run_evq(
     )
 
 
+_started: list[subprocess.Popen[str]] = []
+
+
 def start_evq(*args: str, **env: str) -> subprocess.Popen[str]:
-    """Start `python -m evq ARGS` in the background (its output goes to pipes)."""
-    return subprocess.Popen(
+    """Start `python -m evq ARGS` in the background (its output goes to pipes), in a process
+    group of its own; whatever is still running when the test ends is killed."""
+    process = subprocess.Popen(
         [sys.executable, "-m", "evq", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=evq_env(**env),
         cwd=ROOT,
+        start_new_session=True,
     )
+    _started.append(process)
+    return process
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes() -> Iterator[None]:
+    yield
+    while _started:
+        process = _started.pop()
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def calls(log: Path) -> collections.Counter[tuple[str, str]]:

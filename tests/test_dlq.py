@@ -168,3 +168,24 @@ def test_a_redriven_delivery_is_pending_not_retrying(dead_letters: list[str]) ->
     assert status["deliveries"]["pending"] == 1
     assert status["deliveries"]["retrying"] == 0
     assert status["deliveries"]["dead"] == 3
+
+
+def test_dlq_show_json_has_a_stable_schema(dead_letters: list[str]) -> None:
+    delivery_id = dead_list()[0]["id"]
+    document = json.loads(run_evq("dlq", "show", str(delivery_id), "--json").stdout)
+    types = {
+        "id": int,
+        "event_id": str,
+        "name": str,
+        "receiver": str,
+        "attempts": int,
+        "dead_at": str,
+        "published_at": str,
+        "error": str,
+        "payload": dict,
+        "traceback": str,
+    }
+    assert set(document) == set(types)
+    for key, kind in types.items():
+        assert isinstance(document[key], kind), key
+    assert document["dead_at"].endswith("+00:00")

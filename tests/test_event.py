@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import json
+import re
 import time
 
 import pytest
@@ -73,7 +74,7 @@ def test_a_json_object_round_trips() -> None:
     ],
 )
 def test_what_would_not_round_trip_is_rejected_at_publish(payload: object, message: str) -> None:
-    with pytest.raises(InvalidPayload, match=message.split()[-1]):
+    with pytest.raises(InvalidPayload, match=re.escape(message)):
         encode_payload(payload)
 
 

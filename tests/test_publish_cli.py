@@ -48,7 +48,9 @@ def test_publish_json_prints_id_name_and_time(queue_path: Path) -> None:
     result = CliRunner().invoke(cli, ["publish", "a.b", "--json"])
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    assert set(document) >= {"id", "name", "published_at"}
+    assert set(document) == {"id", "name", "published_at", "stored"}
+    assert isinstance(document["id"], str) and len(document["id"]) == 26
+    assert document["stored"] is True
     assert document["name"] == "a.b"
     assert document["published_at"].endswith("+00:00")
 
@@ -114,7 +116,9 @@ def test_a_storage_path_that_cannot_be_written_is_rejected(tmp_path: Path) -> No
     # /sys refuses new files even to root, where permission bits would not stop us.
     result = run_evq("publish", "a.b", "--url", "/sys/evq-test.db")
     assert result.returncode == 2, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("Error: cannot use '/sys/evq-test.db' as a queue")
+    assert result.stdout == ""
     assert not Path("/sys/evq-test.db").exists()
 
 
@@ -152,3 +156,25 @@ def test_version_and_help_mention_environment_variables() -> None:
     worker_help = run_evq("worker", "--help").stdout
     for variable in ("EVQ_APP", "EVQ_WORKER_WORKERS", "EVQ_LEASE", "EVQ_URL"):
         assert variable in worker_help
+
+
+def test_the_publish_path_imports_neither_the_worker_nor_rich(queue_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "from evq.cli import main\n"
+        "sys.argv = ['evq', 'publish', 'a.b']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('huey', 'rich'))\n"
+        "print(loaded, file=sys.stderr)\n"
+    )
+    import subprocess
+    import sys
+
+    from conftest import evq_env
+
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=evq_env()
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "[]"
+    assert stored_events(queue_path) == 1
