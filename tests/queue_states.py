@@ -103,6 +103,21 @@ def run_in_terminal(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def run_in_terminal_for(seconds: float, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Like `run_in_terminal`, for a command that runs until interrupted: SIGINT after
+    `seconds`, as a person's Ctrl-C."""
+    command = shlex.join(["timeout", "-s", "INT", str(seconds), sys.executable, "-m", "evq", *args])
+    return subprocess.run(
+        ["script", "-qec", command, "/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=evq_env(TERM="xterm-256color", COLUMNS="160", NO_COLOR="1", **env),
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
     """Read the queue file with plain sqlite3."""
     with sqlite3.connect(path) as conn:

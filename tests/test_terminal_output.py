@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_evq
-from queue_states import run_in_terminal
+from queue_states import run_in_terminal, run_in_terminal_for
 
 import evq
 
@@ -71,3 +71,11 @@ def test_every_other_command_works_on_a_terminal_and_piped(
     assert on_terminal.stdout.strip()
     assert (piped.stdout + piped.stderr).strip()
     assert "\x1b[" not in piped.stdout
+
+
+def test_status_watch_redraws_in_place_on_a_terminal(queue_path: Path) -> None:
+    evq.publish("order.created", payload={})
+    result = run_in_terminal_for(1.5, "status", "--watch", "--interval", "0.2")
+    # Several refreshes, drawn over each other (cursor movement), not appended as new blocks.
+    assert result.stdout.count("Deliveries") >= 2
+    assert "\x1b[" in result.stdout
