@@ -113,6 +113,7 @@ _COUNT_DISPATCHED = (
 )
 _SYNC_PRAGMA = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}
 _BUSY_TIMEOUT_MS = 30_000
+_WAL_SIZE_LIMIT = 64 * 1024 * 1024
 # A delivery whose worker was lost this many times (killed, OOM, lease expired) is dead.
 MAX_LOST_ATTEMPTS = 25
 # The receiver of the dead letter kept for an event that cannot be dispatched at all.
@@ -295,6 +296,9 @@ class SqliteQueue:
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 self._retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
             conn.execute(f"PRAGMA synchronous={_SYNC_PRAGMA[self.sync]}")
+            # A burst can grow the write-ahead log far past its usual few MiB; give the space back
+            # after the next checkpoint instead of keeping the high-water mark for ever.
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
             if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 self._retry_locked(lambda: self._create_schema(conn))
         except sqlite3.DatabaseError as exc:
