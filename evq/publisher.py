@@ -120,20 +120,27 @@ def queue() -> SqliteQueue:
         return _queues[handle]
 
 
+def prepare_item(item: object, /, *, delay: Delay = None) -> NewEvent:
+    """Validate one event given as a mapping with `name`, `payload` and optionally `key` and
+    `delay` (which overrides the `delay` given here), as `publish_many` and `evq publish
+    --jsonl` take them; return it ready to store."""
+    if not isinstance(item, Mapping):
+        raise InvalidInput('expected an object like {"name": ..., "payload": {...}}')
+    unknown = set(item) - {"name", "payload", "key", "delay"}
+    if unknown:
+        raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))}")
+    if "name" not in item:
+        raise InvalidInput('missing "name"')
+    return prepare(
+        item["name"],
+        payload=item.get("payload", {}),
+        key=item.get("key"),
+        delay=item.get("delay", delay),
+    )
+
+
 def _prepare_item(index: int, item: Mapping[str, Any]) -> NewEvent:
     try:
-        if not isinstance(item, Mapping):
-            raise InvalidInput('each event must be an object like {"name": ..., "payload": {...}}')
-        unknown = set(item) - {"name", "payload", "key", "delay"}
-        if unknown:
-            raise InvalidInput(f"unknown field(s) {', '.join(sorted(unknown))}")
-        if "name" not in item:
-            raise InvalidInput('missing "name"')
-        return prepare(
-            item["name"],
-            payload=item.get("payload", {}),
-            key=item.get("key"),
-            delay=item.get("delay"),
-        )
+        return prepare_item(item)
     except InvalidInput as exc:
         raise type(exc)(f"event {index + 1}: {exc}") from None

@@ -20,7 +20,7 @@ def publish_jsonl(source: str, *, delay: float | None, as_json: bool) -> None:
 
     A bad line stops everything before anything is stored, naming its line number.
     """
-    from evq.publisher import prepare, queue
+    from evq.publisher import prepare_item, queue
 
     events = []
     with _open(source) as lines:
@@ -28,15 +28,7 @@ def publish_jsonl(source: str, *, delay: float | None, as_json: bool) -> None:
             if not line.strip():
                 continue
             try:
-                item = _parse(line)
-                events.append(
-                    prepare(
-                        item["name"],
-                        payload=item.get("payload", {}),
-                        key=item.get("key"),
-                        delay=item.get("delay", delay),
-                    )
-                )
+                events.append(prepare_item(_parse(line), delay=delay))
             except InvalidInput as exc:
                 raise type(exc)(f"line {number}: {exc}; nothing was published") from None
     store = queue()
@@ -52,19 +44,11 @@ def publish_jsonl(source: str, *, delay: float | None, as_json: bool) -> None:
         sys.stdout.write("".join(f"{event_id}\n" for event_id in ids))
 
 
-def _parse(line: str) -> dict[str, Any]:
+def _parse(line: str) -> Any:
     try:
-        item = json.loads(line)
+        return json.loads(line)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
-    if not isinstance(item, dict):
-        raise InvalidInput('expected an object like {"name": ..., "payload": {...}}')
-    unknown = set(item) - {"name", "payload", "key", "delay"}
-    if unknown:
-        raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))}")
-    if "name" not in item:
-        raise InvalidInput('missing "name"')
-    return item
 
 
 class _open:  # noqa: N801 - used like open()
