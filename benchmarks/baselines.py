@@ -227,8 +227,62 @@ def receiver_{i}(seq, event):
 """
 
 
-class _HueyApp:
+class _RecordedRun:
+    """What huey's and evq's benchmark receivers leave behind: one fixed-size record per call
+    in `out_path`, and the process's own output in `log_path`."""
+
+    out_path: str
+    log_path: str
+    process_name = "process"
+
+    def executions(self) -> int:
+        try:
+            size = os.stat(self.out_path).st_size
+        except FileNotFoundError:
+            return 0
+        return size // RECORD_SIZE
+
+    def records(self) -> list[tuple[int, float]]:
+        try:
+            with open(self.out_path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            return []
+        out: list[tuple[int, float]] = []
+        for line in data.splitlines():
+            seq, ts = line.split()
+            out.append((int(seq), float(ts)))
+        return out
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as fh:
+                return fh.read()[-chars:]
+        except FileNotFoundError:
+            return ""
+
+    def wait_executions(
+        self, expected: int, proc: subprocess.Popen[bytes], timeout: float, poll: float = 0.01
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while self.executions() < expected:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.process_name} exited ({proc.returncode}) after {self.executions()}/"
+                    f"{expected} executions:\n{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"only {self.executions()}/{expected} executions after {timeout}s:\n"
+                    f"{self.log_tail()}"
+                )
+            time.sleep(poll)
+
+
+class _HueyApp(_RecordedRun):
     """A generated huey tasks module in a temp dir, importable by parent and consumer."""
+
+    process_name = "huey consumer"
 
     def __init__(self, tmp: str, receivers: int) -> None:
         if receivers < 1:
@@ -307,49 +361,6 @@ class _HueyApp:
                 stderr=log,
                 start_new_session=True,
             )
-
-    def executions(self) -> int:
-        try:
-            size = os.stat(self.out_path).st_size
-        except FileNotFoundError:
-            return 0
-        return size // RECORD_SIZE
-
-    def records(self) -> list[tuple[int, float]]:
-        try:
-            with open(self.out_path, "rb") as fh:
-                data = fh.read()
-        except FileNotFoundError:
-            return []
-        out: list[tuple[int, float]] = []
-        for line in data.splitlines():
-            seq, ts = line.split()
-            out.append((int(seq), float(ts)))
-        return out
-
-    def log_tail(self, chars: int = 2000) -> str:
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as fh:
-                return fh.read()[-chars:]
-        except FileNotFoundError:
-            return ""
-
-    def wait_executions(
-        self, expected: int, proc: subprocess.Popen[bytes], timeout: float, poll: float = 0.01
-    ) -> None:
-        deadline = time.monotonic() + timeout
-        while self.executions() < expected:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"huey consumer exited ({proc.returncode}) after {self.executions()}/"
-                    f"{expected} executions:\n{self.log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"only {self.executions()}/{expected} executions after {timeout}s:\n"
-                    f"{self.log_tail()}"
-                )
-            time.sleep(poll)
 
     def wait_ready(self, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

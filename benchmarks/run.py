@@ -58,9 +58,9 @@ from typing import Any
 
 import huey
 from baselines import (
-    RECORD_SIZE,
     _event,
     _HueyApp,
+    _RecordedRun,
     _stop_process,
     _tempdir,
     command_wall_time,
@@ -362,8 +362,10 @@ evq.subscribe({name!r}, receiver=receiver_{i})
 """
 
 
-class _EvqApp:
+class _EvqApp(_RecordedRun):
     """A generated subscriptions module and a queue file in a temp dir, for `evq worker`."""
+
+    process_name = "evq worker"
 
     def __init__(self, tmp: str, receivers: int = RECEIVERS) -> None:
         self.dir = tmp
@@ -390,41 +392,10 @@ class _EvqApp:
                 start_new_session=True,
             )
 
-    def executions(self) -> int:
-        try:
-            return os.stat(self.out_path).st_size // RECORD_SIZE
-        except FileNotFoundError:
-            return 0
-
-    def records(self) -> list[tuple[int, float]]:
-        try:
-            with open(self.out_path, "rb") as fh:
-                data = fh.read()
-        except FileNotFoundError:
-            return []
-        return [(int(seq), float(ts)) for seq, ts in (line.split() for line in data.splitlines())]
-
-    def log_tail(self, chars: int = 2000) -> str:
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as fh:
-                return fh.read()[-chars:]
-        except FileNotFoundError:
-            return ""
-
-    def wait_executions(self, expected: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self.executions() < expected:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"evq worker exited ({proc.returncode}) after {self.executions()}/{expected}"
-                    f" deliveries:\n{self.log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"only {self.executions()}/{expected} deliveries after {timeout}s:\n"
-                    f"{self.log_tail()}"
-                )
-            time.sleep(0.002)
+    def wait_executions(
+        self, expected: int, proc: subprocess.Popen[bytes], timeout: float, poll: float = 0.002
+    ) -> None:
+        super().wait_executions(expected, proc, timeout, poll)
 
 
 class _BenchRouter:
