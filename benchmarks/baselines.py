@@ -188,6 +188,17 @@ def sqlite_batch_rate(
 
 # --------------------------------------------------------------------------- huey plumbing
 
+# The receivers' one piece of work, the same for evq and huey: a fixed-size record per call.
+RECORD_SOURCE = """def _record(seq):
+    # One write() on an O_APPEND fd: atomic for a record this small, across processes.
+    line = "%010d %020.6f\\n" % (seq, time.time())
+    fd = os.open(OUT_PATH, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode("ascii"))
+    finally:
+        os.close(fd)
+"""
+
 _TASKS_TEMPLATE = '''\
 """huey receivers for the evq baseline benchmarks (generated)."""
 import os
@@ -202,15 +213,7 @@ READY_PATH = {ready!r}
 huey = SqliteHuey(filename=DB_PATH)
 
 
-def _record(seq):
-    # One write() on an O_APPEND fd: atomic for a record this small, across processes.
-    line = "%010d %020.6f\\n" % (seq, time.time())
-    fd = os.open(OUT_PATH, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode("ascii"))
-    finally:
-        os.close(fd)
-
+{record}
 
 @huey.on_startup()
 def _ready():
@@ -293,7 +296,9 @@ class _HueyApp(_RecordedRun):
         self.out_path = os.path.join(tmp, "executions.log")
         self.ready_path = os.path.join(tmp, "ready")
         self.log_path = os.path.join(tmp, "consumer.log")
-        source = _TASKS_TEMPLATE.format(db=self.db_path, out=self.out_path, ready=self.ready_path)
+        source = _TASKS_TEMPLATE.format(
+            db=self.db_path, out=self.out_path, ready=self.ready_path, record=RECORD_SOURCE
+        )
         source += "".join(_RECEIVER_TEMPLATE.format(i=i) for i in range(receivers))
         self.module_path = os.path.join(tmp, f"{TASKS_MODULE}.py")
         with open(self.module_path, "w", encoding="utf-8") as fh:

@@ -58,6 +58,7 @@ from typing import Any
 
 import huey
 from baselines import (
+    RECORD_SOURCE,
     _event,
     _HueyApp,
     _RecordedRun,
@@ -342,15 +343,7 @@ import evq
 OUT_PATH = {out!r}
 
 
-def _record(seq):
-    # One write() on an O_APPEND fd: atomic for a record this small, across processes.
-    line = "%010d %020.6f\\n" % (seq, time.time())
-    fd = os.open(OUT_PATH, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode("ascii"))
-    finally:
-        os.close(fd)
-'''
+{record}'''
 
 _APP_RECEIVER = """
 
@@ -372,7 +365,7 @@ class _EvqApp(_RecordedRun):
         self.db_path = os.path.join(tmp, "evq.db")
         self.out_path = os.path.join(tmp, "executions.log")
         self.log_path = os.path.join(tmp, "worker.log")
-        source = _APP_TEMPLATE.format(out=self.out_path) + "".join(
+        source = _APP_TEMPLATE.format(out=self.out_path, record=RECORD_SOURCE) + "".join(
             _APP_RECEIVER.format(i=i, name=EVENT_NAME) for i in range(receivers)
         )
         with open(os.path.join(tmp, f"{APP_MODULE}.py"), "w", encoding="utf-8") as fh:
