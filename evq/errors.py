@@ -15,6 +15,9 @@ class EvqError(Exception):
 class InvalidInput(EvqError, ValueError):
     """The caller passed something evq cannot accept; nothing was stored."""
 
+    #: Where one of many events was bad, the index of that event among them.
+    position: int | None = None
+
 
 class InvalidEventName(InvalidInput):
     """An event name that is not dot-separated segments of letters, digits, `_` and `-`."""

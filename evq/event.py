@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from evq.errors import InvalidPayload, PayloadTooLarge
@@ -33,7 +35,12 @@ class Event:
 
 def new_event_id() -> str:
     """Return a new ULID: 26 characters that sort by creation time, then randomly."""
-    return _ids.next()
+    return _ids.take(1)[0]
+
+
+def new_event_ids(count: int) -> list[str]:
+    """Return `count` new ULIDs at once, in order: cheaper than as many `new_event_id()`."""
+    return _ids.take(count)
 
 
 def encode_payload(payload: object, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> str:
@@ -43,30 +50,41 @@ def encode_payload(payload: object, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTE
     worker's: only a dict with string keys, and inside it only str, int, finite float, bool,
     None, list and dict, comes back from JSON exactly as it went in.
     """
-    if type(payload) is not dict:
-        raise InvalidPayload(f"payload must be a JSON object (a dict), not {_json_kind(payload)}")
     try:
-        text = _encoder.encode(payload)
-        # json quietly turns tuples into lists and int keys into strings; comparing the
-        # decoded copy catches both at C speed. The walk below only explains a failure.
-        exact = _decoder.decode(text) == payload
-    except (TypeError, ValueError):
+        return encode_payloads([payload], max_bytes=max_bytes)[0]
+    except InvalidPayload as exc:
+        exc.position = None  # There is only one.
+        raise
+
+
+def encode_payloads(
+    payloads: list[object], *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+) -> list[str]:
+    """Return each payload as JSON text, checked as `encode_payload` checks one.
+
+    The first payload that fails raises `InvalidPayload` with its index as `position`.
+    The round-trip check decodes the whole batch at once: per payload, that costs a fraction
+    of a separate decode.
+    """
+    texts: list[str] = []
+    try:
+        if all(type(payload) is dict for payload in payloads):
+            texts = _encode_all(payloads)
+            # json quietly turns tuples into lists and int keys into strings; comparing the
+            # decoded copy catches both at C speed. `_first_error` says what failed.
+            exact = _decoder.decode(f"[{','.join(texts)}]") == payloads
+        else:
+            exact = False
+    except (TypeError, ValueError, RecursionError):
         exact = False
-    if not exact:
-        _check_value(payload, "payload")
-        raise InvalidPayload("payload does not round-trip through JSON exactly")
-    try:
-        size = len(text.encode())
-    except UnicodeEncodeError as exc:
-        bad = exc.object[exc.start : exc.end]
-        raise InvalidPayload(
-            f"payload holds text that is not valid Unicode ({exc.reason}: {bad!a})"
-        ) from None
-    if size > max_bytes:
-        raise PayloadTooLarge(
-            f"payload is {size:,} bytes of JSON; the limit is {max_bytes:,} (EVQ_MAX_PAYLOAD)"
-        )
-    return text
+    if not exact or not _fit(texts, max_bytes):
+        error = _first_error(payloads, max_bytes)
+        if error is not None:
+            raise error
+        # Each passes alone: one nested just short of the recursion limit fails only inside
+        # the batch's list.
+        texts = _encode_all(payloads)
+    return texts
 
 
 def decode_payload(text: str | bytes) -> dict[str, Any]:
@@ -102,6 +120,102 @@ def event_id_floor(timestamp: float) -> str:
 _SCALARS = (str, int, bool, type(None))
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _decoder = json.JSONDecoder()
+
+
+def _c_encoder() -> Callable[[list[object]], list[str]] | None:
+    """`_encoder.encode` for many payloads, without its Python set-up on every call, where
+    CPython has it.
+
+    `JSONEncoder.iterencode` builds this same C encoder on every call: building it once, and
+    mapping it over the payloads, saves about 0.7 us a payload. With no circular-reference
+    table a payload that contains itself raises RecursionError instead, which
+    `encode_payloads` reports as such.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    try:
+        c_encode = make(
+            None,
+            _encoder.default,
+            json.encoder.encode_basestring,
+            None,
+            ":",
+            ",",
+            False,
+            False,
+            False,
+        )
+
+        def encode_all(payloads: list[object]) -> list[str]:
+            # The C encoder returns each text in chunks.
+            return list(map("".join, map(c_encode, payloads, itertools.repeat(0))))
+
+        probe: list[object] = [{"a": [1, 2.5, "\u00e9", None, True, {"b": ""}]}, {}]
+        if encode_all(probe) != [_encoder.encode(payload) for payload in probe]:
+            return None
+    except (TypeError, ValueError):  # A CPython whose C encoder takes other arguments.
+        return None
+    return encode_all
+
+
+def _encode_each(payloads: list[object]) -> list[str]:
+    return [_encoder.encode(payload) for payload in payloads]
+
+
+_encode_all: Callable[[list[object]], list[str]] = _c_encoder() or _encode_each
+
+
+def _fit(texts: list[str], max_bytes: int) -> bool:
+    """Whether every text is valid Unicode of at most `max_bytes` bytes in UTF-8."""
+    try:
+        "".join(texts).encode()
+    except UnicodeEncodeError:
+        return False
+    # UTF-8 takes at most 4 bytes per character: most batches need no per-text count.
+    if max(map(len, texts), default=0) * 4 <= max_bytes:
+        return True
+    return all(len(text.encode()) <= max_bytes for text in texts)
+
+
+def _first_error(payloads: list[object], max_bytes: int) -> InvalidPayload | None:
+    """Return the error of the first payload that fails the checks alone, if one does."""
+    for index, payload in enumerate(payloads):
+        error = _error(payload, max_bytes)
+        if error is not None:
+            error.position = index
+            return error
+    return None
+
+
+def _error(payload: object, max_bytes: int) -> InvalidPayload | None:
+    if type(payload) is not dict:
+        return InvalidPayload(f"payload must be a JSON object (a dict), not {_json_kind(payload)}")
+    try:
+        text = _encoder.encode(payload)
+        exact = _decoder.decode(text) == payload
+    except (TypeError, ValueError, RecursionError):
+        exact = False
+    if not exact:
+        try:
+            _check_value(payload, "payload")
+        except InvalidPayload as exc:
+            return exc
+        except RecursionError:
+            return InvalidPayload("payload is nested too deeply, or contains itself")
+        return InvalidPayload("payload does not round-trip through JSON exactly")
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        return InvalidPayload(
+            f"payload holds text that is not valid Unicode ({exc.reason}: {bad!a})"
+        )
+    if size > max_bytes:
+        return PayloadTooLarge(
+            f"payload is {size:,} bytes of JSON; the limit is {max_bytes:,} (EVQ_MAX_PAYLOAD)"
+        )
+    return None
 
 
 def _check_value(value: object, path: str) -> None:
@@ -145,6 +259,7 @@ def _json_kind(value: object) -> str:
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS = [_CROCKFORD[i >> 5] + _CROCKFORD[i & 31] for i in range(1024)]
 _SHIFTS = tuple(range(120, -1, -10))
+_RANDOM_MASK = (1 << 80) - 1
 
 
 class _UlidGenerator:
@@ -155,18 +270,29 @@ class _UlidGenerator:
         self._last_ms = -1
         self._last_random = 0
 
-    def next(self) -> str:
+    def take(self, count: int) -> list[str]:
         with self._lock:
             ms = time.time_ns() // 1_000_000
             if ms <= self._last_ms:
                 ms = self._last_ms
-                self._last_random += 1
+                first = self._last_random + 1
             else:
                 self._last_ms = ms
-                self._last_random = int.from_bytes(os.urandom(10), "big") >> 1
-            value = (ms << 80) | (self._last_random & ((1 << 80) - 1))
-        # Two Crockford characters per 10 bits, from a table: a ULID is 13 such pairs.
-        return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
+                first = int.from_bytes(os.urandom(10), "big") >> 1
+            self._last_random = first + count - 1
+        # Two Crockford characters per 10 bits, from a table: a ULID is 13 such pairs. Ids
+        # taken together differ mostly in their last 10 bits: the 24 characters before those
+        # are made once per run of up to 1024 ids that share them.
+        ids: list[str] = []
+        random, last = first, first + count - 1
+        while random <= last:
+            value = (ms << 80) | (random & _RANDOM_MASK)
+            stem = "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS[:12]])
+            low = value & 1023
+            run = min(1024 - low, last - random + 1)
+            ids.extend([stem + pair for pair in _PAIRS[low : low + run]])
+            random += run
+        return ids
 
     def forget(self) -> None:
         # A forked child must not continue its parent's sequence: both would make the same ids.

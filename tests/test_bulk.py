@@ -80,6 +80,42 @@ def test_a_bad_line_in_the_middle_stores_nothing_and_names_its_line(
         assert stored(queue_path) == []
 
 
+def test_blank_lines_crlf_and_a_last_line_without_newline(queue_path: Path, tmp_path: Path) -> None:
+    rows = [json.dumps({"name": "a.b", "payload": {"n": n}}) for n in range(2200)]
+    text = "\r\n".join(rows[:1000]) + "\r\n\n  \n" + "\n".join(rows[1000:])  # no final newline
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(text.encode())
+    result = run_evq("publish", "--jsonl", str(source))
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.split()) == 2200
+    with sqlite3.connect(queue_path) as conn:
+        payloads = [row[0] for row in conn.execute("SELECT payload FROM evq_event ORDER BY seq")]
+    assert payloads == [json.dumps({"n": n}, separators=(",", ":")) for n in range(2200)]
+
+
+def test_a_bad_line_after_blank_lines_is_named_by_its_line_number(
+    queue_path: Path, tmp_path: Path
+) -> None:
+    good = json.dumps({"name": "a.b"})
+    for bad, message in (
+        ('{"name": "a.b", "delay": "soon"}', "delay must be a number of seconds, not 'soon'"),
+        (
+            '{"name": "a.b", "payload": {"x": NaN}}',
+            "payload['x'] is nan, which JSON cannot represent",
+        ),
+        (good + " trailing", "not valid JSON: Extra data at column 17"),
+    ):
+        # Lines 1-1200 good, 1201-1210 blank, 1211-2510 good, 2511 bad, then a later bad one.
+        text = "\n".join([good] * 1200 + [""] * 10 + [good] * 1300 + [bad, "{oops"]) + "\n"
+        source = tmp_path / "events.jsonl"
+        source.write_text(text)
+        result = run_evq("publish", "--jsonl", str(source))
+        assert result.returncode == 2, result.stderr
+        assert result.stderr == f"Error: line 2511: {message}; nothing was published\n"
+        assert result.stdout == ""
+        assert stored(queue_path) == []
+
+
 def test_a_missing_jsonl_file_is_bad_input(queue_path: Path, tmp_path: Path) -> None:
     result = run_evq("publish", "--jsonl", str(tmp_path / "missing.jsonl"))
     assert result.returncode == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import decimal
+import itertools
 import json
 import re
 import time
@@ -12,7 +13,24 @@ import time
 import pytest
 
 from evq.errors import InvalidPayload, PayloadTooLarge
-from evq.event import Event, decode_payload, encode_payload, event_id_floor, new_event_id
+from evq.event import (
+    Event,
+    decode_payload,
+    encode_payload,
+    encode_payloads,
+    event_id_floor,
+    new_event_id,
+    new_event_ids,
+)
+
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def ulid_value(ulid: str) -> int:
+    value = 0
+    for char in ulid:
+        value = value * 32 + CROCKFORD.index(char)
+    return value
 
 
 def test_event_ids_are_unique_and_sort_by_creation() -> None:
@@ -20,6 +38,18 @@ def test_event_ids_are_unique_and_sort_by_creation() -> None:
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids)
     assert all(len(i) == 26 for i in ids)
+
+
+def test_ids_taken_together_count_up_from_one_random_start() -> None:
+    before = new_event_id()
+    # Over 2,048 ids cross at least one run of 1,024 that shares its first 24 characters.
+    ids = new_event_ids(3000)
+    after = new_event_id()
+    values = [ulid_value(i) for i in ids]
+    assert all(len(i) == 26 for i in ids)
+    assert [b - a for a, b in itertools.pairwise(values)] == [1] * 2999
+    assert before < ids[0] and ids[-1] < after
+    assert new_event_ids(0) == []
 
 
 def test_event_id_floor_is_the_smallest_id_of_its_millisecond() -> None:
@@ -101,3 +131,49 @@ def test_stored_garbage_is_reported_not_guessed() -> None:
 def test_text_that_is_not_valid_unicode_is_rejected_at_publish() -> None:
     with pytest.raises(InvalidPayload, match="not valid Unicode"):
         encode_payload({"name": "bad \udcff surrogate"})
+
+
+def test_payloads_checked_together_name_the_first_bad_one_by_position() -> None:
+    good = {"a": [1, 2.5, "é", None, True, {"b": ""}]}
+    assert encode_payloads([good, {}]) == [
+        json.dumps(payload, ensure_ascii=False, separators=(",", ":")) for payload in (good, {})
+    ]
+    for bad, message in (({"t": (1,)}, "tuple"), ([1], "not a list"), ({"x": "y" * 99}, "limit")):
+        with pytest.raises(InvalidPayload, match=re.escape(message)) as caught:
+            encode_payloads([good, good, bad, {"t": (2,)}], max_bytes=50)
+        assert caught.value.position == 2
+    with pytest.raises(InvalidPayload, match="not valid Unicode") as caught:
+        encode_payloads([good, {"s": "\udcff"}])
+    assert caught.value.position == 1
+    with pytest.raises(InvalidPayload) as caught:
+        encode_payload({"t": (1,)})
+    assert caught.value.position is None  # one payload has no position among others
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '"quote\\" back\\\\slash"',
+        '"tab\\t nl\\n \\u0001 \\u2028 \\ud83d\\ude00"',
+        "1e+300",
+        "-0.0",
+        "12345678901234567890123",
+    ],
+)
+def test_payload_text_is_what_json_dumps_makes(text: str) -> None:
+    payload = {"value": json.loads(text), "list": [json.loads(text)], "": {}}
+    expected = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    assert encode_payload(payload) == expected
+    assert encode_payloads([payload, payload]) == [expected, expected]
+
+
+def test_a_payload_that_contains_itself_or_nests_too_deeply_is_bad_input() -> None:
+    loop: dict[str, object] = {}
+    loop["self"] = loop
+    deep: dict[str, object] = {}
+    inner = deep
+    for _ in range(100_000):
+        inner["a"] = inner = {}
+    for payload in (loop, deep):
+        with pytest.raises(InvalidPayload, match="nested too deeply, or contains itself"):
+            encode_payload(payload)

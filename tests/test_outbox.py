@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import sqlite3
 import subprocess
@@ -14,6 +15,7 @@ from conftest import calls, evq_env, run_evq
 
 import evq
 import evq.publisher
+from evq.errors import PayloadTooLarge
 
 
 def open_app_db(path: Path) -> sqlite3.Connection:
@@ -124,3 +126,46 @@ def test_publish_many_validates_everything_before_storing_anything(queue_path: P
     assert len(set(ids)) == 2500
     with sqlite3.connect(queue_path) as conn:
         assert conn.execute("SELECT count(*) FROM evq_event").fetchone()[0] == 2500
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "message"),
+    [
+        ({"name": "a.b", "payload": {"t": (1,)}}, evq.InvalidInput, "event 26: payload['t']"),
+        ({"name": "a b"}, evq.InvalidInput, "event 26: invalid event name"),
+        ({"name": "a.b", "key": ""}, evq.InvalidInput, "event 26: an idempotency key"),
+        ({"name": "a.b", "delay": "soon"}, evq.InvalidInput, "event 26: delay must be a number"),
+        ({"name": "a.b", "delay": -1}, evq.InvalidInput, "event 26: delay must be zero or more"),
+        ({"name": "a.b", "payload": {"x": "y" * 300}}, PayloadTooLarge, "event 26: payload is"),
+        ("a.b", evq.InvalidInput, "event 26: expected an object"),
+    ],
+)
+def test_publish_many_names_the_first_bad_event_in_any_batch(
+    queue_path: Path, monkeypatch: pytest.MonkeyPatch, bad: object, error: type, message: str
+) -> None:
+    monkeypatch.setenv("EVQ_MAX_PAYLOAD", "200")
+    evq.config.reset()
+    events: list[object] = [{"name": "a.b", "payload": {"i": i}} for i in range(40)]
+    events[25] = bad
+    events[27] = events[33] = {"name": "bad name"}  # later bad events are not the ones reported
+    with pytest.raises(error, match=re.escape(message)):
+        evq.publish_many(events, batch_size=10)  # type: ignore[arg-type]
+    assert not queue_path.exists()  # checked before the queue is even opened
+
+
+def test_publish_many_keeps_keys_and_delays_per_event(queue_path: Path) -> None:
+    ids = evq.publish_many(
+        [
+            {"name": "a.b", "payload": {"n": 1}, "key": "k1", "delay": 60},
+            {"name": "a.c"},
+            {"name": "a.b", "payload": {"n": 2}, "key": "k1"},
+        ]
+    )
+    assert ids[0] == ids[2] != ids[1]
+    with sqlite3.connect(queue_path) as conn:
+        rows = conn.execute(
+            "SELECT name, payload, key, due_at - published_at FROM evq_event ORDER BY seq"
+        ).fetchall()
+    assert rows == [("a.b", '{"n":1}', "k1", 60.0), ("a.c", "{}", None, 0.0)]
+    with pytest.raises(evq.InvalidInput, match="batch_size must be at least 1"):
+        evq.publish_many([{"name": "a.b"}], batch_size=0)

@@ -824,10 +824,9 @@ def insert_events(conn: sqlite3.Connection, events: Sequence[NewEvent]) -> list[
     application's own connection and evq neither commits nor rolls back.
     """
     if all(event.key is None for event in events):
-        conn.executemany(
-            _INSERT_EVENT,
-            [(e.id, e.name, e.payload, e.published_at, e.due_at, None) for e in events],
-        )
+        # A NewEvent holds the statement's parameters in their order; sqlite3 binds a plain
+        # tuple faster than a tuple subclass, even counting the copy.
+        conn.executemany(_INSERT_EVENT, map(tuple, events))
         return [event.id for event in events]
     ids = []
     for event in events:
