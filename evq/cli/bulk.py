@@ -24,11 +24,13 @@ PROGRESS_THRESHOLD = 10_000
 def publish_jsonl(source: str, *, delay: float | None, as_json: bool) -> None:
     """Validate every line of `source` (a path or `-`), then publish them in batches.
 
-    A bad line stops everything before anything is stored, naming its line number.
+    A bad line stops everything before anything is stored, naming its line number. Lines are
+    checked a batch at a time as they are read, so only the events ready to store are kept.
     """
     from evq.publisher import queue
 
-    items: list[Any] = []
+    batches: list[list[NewEvent]] = []
+    items: list[Any] = []  # Parsed lines, until they are checked as a batch.
     numbers: list[int] = []
     # Parsed lines hold no reference cycles, but the collector would walk them all, again and
     # again as they pile up: a tenth of the time of a large file.
@@ -43,10 +45,13 @@ def publish_jsonl(source: str, *, delay: float | None, as_json: bool) -> None:
                 _prepare(items, numbers, delay)
                 raise _at_line(number, exc) from None
             numbers.append(number)
-        batches = _prepare(items, numbers, delay)
+            if len(items) == BATCH_SIZE:
+                batches.extend(_prepare(items, numbers, delay))
+                items, numbers = [], []
+        batches.extend(_prepare(items, numbers, delay))
     store = queue()
     ids: list[str] = []
-    with _progress(len(items)) as advance:
+    with _progress(sum(map(len, batches))) as advance:
         for batch in batches:
             ids.extend(store.publish(batch))
             advance(len(batch))
