@@ -784,6 +784,10 @@ def _build_history(path: str, stored: int, pending: int) -> float:
                 "UPDATE evq_event SET due_at = NULL, dispatched_at = published_at WHERE seq <= ?",
                 (cut,),
             )
+            # As a worker's fan-out leaves it: the dispatch cursor at the last event fanned out.
+            conn.execute(
+                "INSERT INTO evq_counter (name, value) VALUES ('dispatch_cursor', ?)", (cut,)
+            )
             conn.execute(
                 "WITH r(receiver) AS (VALUES " + ", ".join("(?)" for _ in receivers) + ")"
                 " INSERT INTO evq_delivery (event_seq, receiver, state, due_at, attempt,"

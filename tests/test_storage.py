@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from workers import rows
 
 import evq
 from evq.storage.sqlite import MAX_LOST_ATTEMPTS, Outcome, SqliteQueue
@@ -88,8 +92,14 @@ def test_an_unregistered_receiver_makes_a_dead_letter_not_a_stuck_row(queue_path
 def test_nothing_due_takes_no_write_transaction(queue_path: Path) -> None:
     queue = SqliteQueue(str(queue_path))
     evq.publish("a.b", payload={}, delay=3600)
+    router = OneReceiver(lease_seconds=60)
+    # The first call fans the event out at once, to a delivery due in an hour.
+    assert queue.lease(router, owner="w", limit=10).leases == []
+    assert rows(
+        queue_path, "SELECT state, due_at > ? FROM evq_delivery", (time.time() + 3500,)
+    ) == [("pending", 1)]
     before = queue.conn.total_changes
-    batch = queue.lease(OneReceiver(lease_seconds=60), owner="w", limit=10)
+    batch = queue.lease(router, owner="w", limit=10)
     assert batch.leases == []
     assert batch.next_due is not None and batch.next_due > time.time() + 3500
     assert queue.conn.total_changes == before
@@ -158,3 +168,78 @@ def test_replay_goes_batch_by_batch_and_misses_no_event(queue_path: Path) -> Non
         " GROUP BY receiver ORDER BY receiver"
     ).fetchall()
     assert replays == [("app:other", 7), ("app:receiver", 7)]
+
+
+# Fan-out from the dispatch cursor
+
+
+def cursor(queue_path: Path) -> int:
+    ((value,),) = rows(queue_path, "SELECT value FROM evq_counter WHERE name = 'dispatch_cursor'")
+    return int(value)
+
+
+def test_a_delayed_event_is_fanned_out_at_once_to_a_delivery_due_later(queue_path: Path) -> None:
+    queue = SqliteQueue(str(queue_path))
+    published = time.time()
+    evq.publish("a.b", payload={}, delay=3600)
+    evq.publish("a.b", payload={})
+    batch = queue.lease(OneReceiver(lease_seconds=60), owner="w", limit=10)
+    assert len(batch.leases) == 1  # only the one without a delay
+    ((due_at,),) = rows(queue_path, "SELECT due_at FROM evq_delivery WHERE state = 'pending'")
+    assert published + 3600 <= due_at < time.time() + 3600
+    assert rows(queue_path, "SELECT count(*) FROM evq_event WHERE due_at IS NOT NULL") == [(0,)]
+    assert cursor(queue_path) == 2
+
+
+def test_events_published_after_everything_was_pruned_are_still_fanned_out(
+    queue_path: Path,
+) -> None:
+    # SQLite numbers a new row from the highest one left: with every event pruned, the next
+    # one starts again from 1, behind where the dispatch cursor had got to.
+    queue = SqliteQueue(str(queue_path))
+    router = OneReceiver(lease_seconds=60)
+    for round_ in range(3):
+        evq.publish_many([{"name": "a.b", "payload": {"round": round_}}] * 3)
+        leases = queue.lease(router, owner="w", limit=10).leases
+        assert [json.loads(lease.payload) for lease in leases] == [{"round": round_}] * 3
+        now = time.time()
+        queue.record([Outcome(lease, "done", now, now) for lease in leases], owner="w")
+        assert queue.prune(time.time() + 60) == 3
+        assert rows(queue_path, "SELECT count(*) FROM evq_event") == [(0,)]
+        assert cursor(queue_path) == 0
+
+
+def test_a_queue_file_of_schema_1_is_brought_up_to_date_and_loses_no_event(
+    queue_path: Path,
+) -> None:
+    # Schema 1 found events to fan out through an index on due_at: one fanned out at once,
+    # one with a delay not fanned out yet, and behind it one fanned out and one not.
+    assert SqliteQueue(str(queue_path)).conn  # a file of the current schema, made older below
+    conn = sqlite3.connect(queue_path, isolation_level=None)
+    conn.executescript(
+        "CREATE INDEX evq_event_due ON evq_event (due_at) WHERE due_at IS NOT NULL;"
+        "DELETE FROM evq_counter; PRAGMA user_version = 1;"
+    )
+    now = time.time()
+    for seq, due_at in ((1, None), (2, now - 1), (3, None), (4, now - 1)):
+        conn.execute(
+            "INSERT INTO evq_event (seq, id, name, payload, published_at, due_at, dispatched_at)"
+            " VALUES (?, ?, 'a.b', ?, ?, ?, ?)",
+            (
+                seq,
+                f"id{seq}",
+                json.dumps({"seq": seq}),
+                now - 5,
+                due_at,
+                now if due_at is None else None,
+            ),
+        )
+    conn.close()
+
+    queue = SqliteQueue(str(queue_path))
+    assert queue.conn.execute("PRAGMA user_version").fetchone() == (2,)
+    assert rows(queue_path, "SELECT name FROM sqlite_master WHERE name = 'evq_event_due'") == []
+    assert cursor(queue_path) == 1
+    leases = queue.lease(OneReceiver(lease_seconds=60), owner="w", limit=10).leases
+    assert sorted(json.loads(lease.payload)["seq"] for lease in leases) == [2, 4]
+    assert cursor(queue_path) == 4

@@ -4,7 +4,11 @@ The file holds an event log and one delivery row per (event, receiver):
 
 - `evq_event`: one row per published event. `due_at` is set until a worker has fanned the event
   out to its receivers (that happens in the same transaction that inserts the deliveries, so a
-  crash can never lose a receiver).
+  crash can never lose a receiver). Workers find the events to fan out from a cursor, the
+  highest `seq` fanned out so far (`dispatch_cursor` in `evq_counter`): `seq` is given at insert
+  time under SQLite's write lock, so it grows in commit order and an event committed later can
+  never land behind the cursor. An event with a delay is fanned out at once, to deliveries due
+  when the delay ends.
 - `evq_delivery`: `state` is pending, running, done or dead. `due_at` is when a pending
   delivery may run, or when a running delivery's lease expires; it is NULL once the delivery is
   finished. One partial index on `due_at` therefore finds due work, retries, delayed events and
@@ -12,8 +16,8 @@ The file holds an event log and one delivery row per (event, receiver):
 - `evq_attempt`: one row per attempt, with its outcome: the delivery's history.
 - `evq_worker`, `evq_stat`, `evq_counter`: workers seen, deliveries per second, totals.
 
-A publish writes as few pages as it can, since it waits for the disk: the event row, the id
-index, and the `due_at` partial index; the idempotency key index holds only events with a key.
+A publish writes as few pages as it can, since it waits for the disk: the event row and the id
+index; the idempotency key index holds only events with a key.
 Time ranges are id ranges: an id begins with the millisecond it was published in
 (`evq.event.event_id_floor`), so no index on `published_at` is kept.
 
@@ -37,7 +41,7 @@ from typing import Any, NamedTuple, Protocol
 from evq.errors import InvalidInput, InvalidStorageURL, QueueNotFound, StorageError
 from evq.event import event_id_floor
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS evq_event (
@@ -50,7 +54,6 @@ CREATE TABLE IF NOT EXISTS evq_event (
     dispatched_at REAL,
     key TEXT
 );
-CREATE INDEX IF NOT EXISTS evq_event_due ON evq_event (due_at) WHERE due_at IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS evq_event_key ON evq_event (key) WHERE key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS evq_delivery (
     id INTEGER PRIMARY KEY,
@@ -110,6 +113,12 @@ _INSERT_EVENT = (
 _COUNT_DISPATCHED = (
     "INSERT INTO evq_counter (name, value) VALUES ('dispatched', ?)"
     " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
+)
+# The highest seq fanned out: events after it wait for a worker (see the module docstring).
+_CURSOR = "coalesce((SELECT value FROM evq_counter WHERE name = 'dispatch_cursor'), 0)"
+_SET_CURSOR = (
+    "INSERT INTO evq_counter (name, value) VALUES ('dispatch_cursor', ?)"
+    " ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)"
 )
 _SYNC_PRAGMA = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}
 _BUSY_TIMEOUT_MS = 30_000
@@ -311,11 +320,7 @@ class SqliteQueue:
     def _create_schema(conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            ensure_schema(conn)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -545,7 +550,7 @@ class SqliteQueue:
             published, due, delayed = conn.execute(
                 "SELECT coalesce((SELECT value FROM evq_counter WHERE name = 'dispatched'), 0)"
                 " + count(*), coalesce(sum(due_at <= ?), 0), coalesce(sum(due_at > ?), 0)"
-                " FROM evq_event WHERE due_at IS NOT NULL",
+                f" FROM evq_event WHERE seq > {_CURSOR} AND due_at IS NOT NULL",
                 (now, now),
             ).fetchone()
             for state, count in conn.execute(
@@ -844,19 +849,40 @@ def insert_events(conn: sqlite3.Connection, events: Sequence[NewEvent]) -> list[
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
-    """Create evq's tables through an application's connection if the file has none yet."""
-    if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+    """Create evq's tables, or bring those of an older evq up to date, inside the current
+    transaction of `conn` (evq's own, or an application's)."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version >= SCHEMA_VERSION:
+        return
+    if version == 0:
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    if version == 1:
+        # 1 -> 2: events to fan out are found from a cursor over seq, no longer from an index
+        # on due_at. The cursor starts before the first event not fanned out yet; events after
+        # it that were fanned out already (due_at NULL) are skipped by `_dispatch`.
+        conn.execute("DROP INDEX IF EXISTS evq_event_due")
+        conn.execute(
+            _SET_CURSOR,
+            (
+                conn.execute(
+                    "SELECT coalesce((SELECT min(seq) - 1 FROM evq_event WHERE due_at IS NOT NULL),"
+                    " (SELECT max(seq) FROM evq_event), 0)"
+                ).fetchone()[0],
+            ),
+        )
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
 def _next_due(conn: sqlite3.Connection) -> float | None:
+    # An event not fanned out yet is due for that at once (since it was published), whatever
+    # its delay: its deliveries carry the delay.
     row = conn.execute(
         "SELECT min(due_at) FROM ("
         " SELECT min(due_at) AS due_at FROM evq_delivery WHERE due_at IS NOT NULL"
-        " UNION ALL SELECT min(due_at) FROM evq_event WHERE due_at IS NOT NULL)"
+        " UNION ALL SELECT min(published_at) FROM evq_event"
+        f" WHERE seq > {_CURSOR} AND due_at IS NOT NULL)"
     ).fetchone()
     return None if row[0] is None else float(row[0])
 
@@ -865,15 +891,19 @@ def _dispatch(conn: sqlite3.Connection, router: Router, now: float, limit: int) 
     events = conn.execute(
         # Names are read as bytes for the same reason as payloads in `_lease`: one damaged
         # row must not stop every event behind it from being dispatched.
-        "SELECT seq, CAST(name AS BLOB) FROM evq_event WHERE due_at IS NOT NULL AND due_at <= ?"
-        " ORDER BY due_at, seq LIMIT ?",
-        (now, limit),
+        f"SELECT seq, CAST(name AS BLOB), due_at FROM evq_event WHERE seq > {_CURSOR}"
+        " ORDER BY seq LIMIT ?",
+        (limit,),
     ).fetchall()
     if not events:
         return
     deliveries: list[tuple[int, str, float, float]] = []
     undeliverable: list[tuple[int, str, float, float, float, str]] = []
-    for seq, raw_name in events:
+    dispatched: list[tuple[float, int]] = []
+    for seq, raw_name, due_at in events:
+        if due_at is None:
+            continue  # Fanned out already, by a worker of schema version 1.
+        dispatched.append((now, seq))
         name = _payload_text(raw_name)
         if name is None:
             undeliverable.append(
@@ -887,7 +917,9 @@ def _dispatch(conn: sqlite3.Connection, router: Router, now: float, limit: int) 
                 )
             )
         else:
-            deliveries.extend((seq, receiver, now, now) for receiver in router.receivers_for(name))
+            deliveries.extend(
+                (seq, receiver, due_at, now) for receiver in router.receivers_for(name)
+            )
     conn.executemany(
         "INSERT INTO evq_delivery (event_seq, receiver, state, due_at, created_at)"
         " VALUES (?, ?, 'pending', ?, ?)",
@@ -901,10 +933,10 @@ def _dispatch(conn: sqlite3.Connection, router: Router, now: float, limit: int) 
             undeliverable,
         )
     conn.executemany(
-        "UPDATE evq_event SET due_at = NULL, dispatched_at = ? WHERE seq = ?",
-        [(now, seq) for seq, _ in events],
+        "UPDATE evq_event SET due_at = NULL, dispatched_at = ? WHERE seq = ?", dispatched
     )
-    conn.execute(_COUNT_DISPATCHED, (len(events),))
+    conn.execute(_SET_CURSOR, (events[-1][0],))
+    conn.execute(_COUNT_DISPATCHED, (len(dispatched),))
 
 
 def _lease(
@@ -1264,7 +1296,9 @@ def _event_status_filter(status: str, now: float) -> tuple[str, list[Any]]:
     if status in ("pending", "scheduled"):
         # An event not dispatched yet is pending too (scheduled while its delay runs).
         comparison = "<=" if status == "pending" else ">"
-        subquery += f" UNION ALL SELECT seq FROM evq_event WHERE due_at {comparison} ?"
+        subquery += (
+            f" UNION ALL SELECT seq FROM evq_event WHERE seq > {_CURSOR} AND due_at {comparison} ?"
+        )
         params.append(now)
     return f"e.seq IN ({subquery})", params
 
@@ -1374,6 +1408,15 @@ def _prune_batch(
         )
         conn.execute(f"DELETE FROM evq_delivery WHERE event_seq IN ({marks})", chunk)
         conn.execute(f"DELETE FROM evq_event WHERE seq IN ({marks})", chunk)
+    if finished:
+        # SQLite numbers a new row from the highest seq left. Had the newest events gone, the
+        # next one could land at or below the dispatch cursor and never be fanned out: bring
+        # the cursor down to what is left (only finished events, all fanned out, are deleted).
+        left = "coalesce((SELECT max(seq) FROM evq_event), 0)"
+        conn.execute(
+            f"UPDATE evq_counter SET value = {left}"
+            f" WHERE name = 'dispatch_cursor' AND value > {left}"
+        )
     following = rows[-1][1] if len(rows) == size else None
     return len(finished), following
 
