@@ -67,6 +67,8 @@ def test_a_bad_line_in_the_middle_stores_nothing_and_names_its_line(
         ('{"payload": {}}', 'missing "name"'),
         ('{"name": "a.b", "colour": "red"}', "unknown field"),
         ("[1, 2]", "expected an object"),
+        ('{"name": "a.b", "payload": {"x": ' + "9" * 5000 + "}}", "cannot be read: Exceeds"),
+        ('{"name": "a.b", "payload": ' + "[" * 100_000 + "]" * 100_000 + "}", "too deeply"),
     ):
         source = tmp_path / "events.jsonl"
         source.write_text(lines(3000, bad_at=1700, bad=bad))

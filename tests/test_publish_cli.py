@@ -86,6 +86,8 @@ def test_delay_holds_delivery_back(queue_path: Path) -> None:
         (["a.b", "--payload", "@/"], None, "cannot read it"),
         (["a.b", "--payload", "-"], "", "stdin is empty"),
         (["a.b", "--payload", "-"], "  \n", "stdin is empty"),
+        (["a.b", "--payload", "-"], '{"x": ' + "[" * 100_000 + "]" * 100_000 + "}", "too deeply"),
+        (["a.b", "--payload", "-"], '{"x": ' + "9" * 5000 + "}", "cannot be read: Exceeds"),
     ],
 )
 def test_bad_input_is_rejected_with_one_line_and_exit_2(

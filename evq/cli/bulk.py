@@ -81,7 +81,7 @@ def _parse(line: str) -> Any:
     # reads one value, and only a line it does not read whole goes to json.loads to explain.
     try:
         value, end = _scan(line, 0)
-    except (StopIteration, ValueError):
+    except (StopIteration, ValueError, RecursionError):
         end = -1
     if end == len(line) or (end > 0 and line[end:] == "\n"):
         return value
@@ -89,6 +89,10 @@ def _parse(line: str) -> Any:
         return json.loads(line)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:
+        raise InvalidInput("cannot be read: it is nested too deeply") from None
+    except ValueError as exc:  # A number too long to convert, for one.
+        raise InvalidInput(f"cannot be read: {exc}") from None
 
 
 # What JSONDecoder.raw_decode calls: set by its __init__, in CPython and PyPy alike.

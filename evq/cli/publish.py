@@ -130,3 +130,7 @@ def _read_payload(option: str | None) -> Any:
         raise InvalidPayload(
             f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except RecursionError:
+        raise InvalidPayload(f"{where} cannot be read: it is nested too deeply") from None
+    except ValueError as exc:  # A number too long to convert, for one.
+        raise InvalidPayload(f"{where} cannot be read: {exc}") from None
