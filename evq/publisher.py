@@ -13,11 +13,18 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from evq import config
 from evq.errors import InvalidInput
-from evq.event import encode_payload, encode_payloads, event_id_floor, new_event_id, new_event_ids
+from evq.event import (
+    encode_decoded_payloads,
+    encode_payload,
+    encode_payloads,
+    event_id_floor,
+    new_event_id,
+    new_event_ids,
+)
 from evq.names import validate_name
 from evq.storage.sqlite import NewEvent, SqliteQueue, ensure_schema, insert_events
 
@@ -136,13 +143,28 @@ def prepare_many(
     items: list[Any], /, *, delay: Delay = None, batch_size: int = 1000
 ) -> list[list[NewEvent]]:
     """Validate events given as mappings with `name`, `payload` and optionally `key` and
-    `delay` (which overrides the `delay` given here), as `publish_many` and `evq publish
-    --jsonl` take them; return them ready to store, `batch_size` at a time.
+    `delay` (which overrides the `delay` given here), as `publish_many` takes them; return
+    them ready to store, `batch_size` at a time.
 
     The first bad event raises `InvalidInput` with its index in `items` as `position`. Each
     batch is checked at once (see `encode_payloads`): per event, that costs a fraction of
     `prepare`.
     """
+    return _prepare_batches(items, delay, batch_size, encode_payloads)
+
+
+def prepare_decoded(
+    items: list[Any], /, *, delay: Delay = None, batch_size: int = 1000
+) -> list[list[NewEvent]]:
+    """`prepare_many` for events `json` has just decoded from text, as `evq publish --jsonl`
+    reads them: their payloads round-trip by construction, so they are checked as
+    `encode_decoded_payloads` checks them, in a tenth less time."""
+    return _prepare_batches(items, delay, batch_size, encode_decoded_payloads)
+
+
+def _prepare_batches(
+    items: list[Any], delay: Delay, batch_size: int, encode: _Encode
+) -> list[list[NewEvent]]:
     if batch_size < 1:
         raise InvalidInput(f"batch_size must be at least 1, got {batch_size!r}")
     max_bytes = config.current().max_payload_bytes
@@ -150,7 +172,8 @@ def prepare_many(
     batches = []
     for start in range(0, len(items), batch_size):
         try:
-            batches.append(_prepare_batch(items[start : start + batch_size], due_in, max_bytes))
+            batch = items[start : start + batch_size]
+            batches.append(_prepare_batch(batch, due_in, max_bytes, encode))
         except InvalidInput as exc:
             if exc.position is not None:
                 exc.position += start
@@ -158,16 +181,22 @@ def prepare_many(
     return batches
 
 
-def _prepare_batch(items: list[Any], due_in: float, max_bytes: int) -> list[NewEvent]:
+def _prepare_batch(
+    items: list[Any], due_in: float, max_bytes: int, encode: _Encode
+) -> list[NewEvent]:
     now = time.time()
     fields = _plain_fields(items, now, now + due_in)
     if fields is None:
         fields = _checked_fields(items, now, now + due_in, max_bytes)
     names, payloads, keys, dues = fields
-    texts = encode_payloads(payloads, max_bytes=max_bytes)
+    texts = encode(payloads, max_bytes=max_bytes)
     ids = new_event_ids(len(texts))
     rows = zip(ids, names, texts, itertools.repeat(now), dues, keys)
     return list(map(tuple.__new__, itertools.repeat(NewEvent), rows))  # NewEvent(*row), faster
+
+
+class _Encode(Protocol):
+    def __call__(self, payloads: list[object], /, *, max_bytes: int) -> list[str]: ...
 
 
 class _Fields(NamedTuple):

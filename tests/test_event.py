@@ -16,6 +16,7 @@ from evq.errors import InvalidPayload, PayloadTooLarge
 from evq.event import (
     Event,
     decode_payload,
+    encode_decoded_payloads,
     encode_payload,
     encode_payloads,
     event_id_floor,
@@ -177,3 +178,21 @@ def test_a_payload_that_contains_itself_or_nests_too_deeply_is_bad_input() -> No
     for payload in (loop, deep):
         with pytest.raises(InvalidPayload, match="nested too deeply, or contains itself"):
             encode_payload(payload)
+
+
+def test_decoded_payloads_are_checked_for_what_json_text_can_still_hold() -> None:
+    lines = [
+        '{"a": [1, 2.5, "\\u00e9"]}',
+        '{"n": NaN}',
+        '{"s": "\\udcff"}',
+        '{"x": "' + "y" * 99 + '"}',
+    ]
+    decoded = [json.loads(line) for line in lines]
+    assert encode_decoded_payloads(decoded[:1]) == encode_payloads(decoded[:1])
+    for index, message in ((1, "is nan"), (2, "not valid Unicode"), (3, "the limit is 50")):
+        with pytest.raises(InvalidPayload, match=re.escape(message)) as caught:
+            encode_decoded_payloads([decoded[0], decoded[index], decoded[1]], max_bytes=50)
+        assert caught.value.position == 1
+    with pytest.raises(InvalidPayload, match="not a list") as caught:
+        encode_decoded_payloads([{}, [1]])
+    assert caught.value.position == 1

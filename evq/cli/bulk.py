@@ -62,10 +62,10 @@ def publish_jsonl(source: str, *, delay: float | None, as_json: bool) -> None:
 
 
 def _prepare(items: list[Any], numbers: list[int], delay: float | None) -> list[list[NewEvent]]:
-    from evq.publisher import prepare_many
+    from evq.publisher import prepare_decoded
 
     try:
-        return prepare_many(items, delay=delay, batch_size=BATCH_SIZE)
+        return prepare_decoded(items, delay=delay, batch_size=BATCH_SIZE)
     except InvalidInput as exc:
         if exc.position is None:
             raise
