@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -243,3 +244,20 @@ def test_a_queue_file_of_schema_1_is_brought_up_to_date_and_loses_no_event(
     leases = queue.lease(OneReceiver(lease_seconds=60), owner="w", limit=10).leases
     assert sorted(json.loads(lease.payload)["seq"] for lease in leases) == [2, 4]
     assert cursor(queue_path) == 4
+    assert rows(queue_path, "SELECT name FROM sqlite_master WHERE type = 'trigger'") == [
+        ("evq_event_newest_deleted",)
+    ]
+
+
+def test_events_deleted_by_an_older_evq_or_by_hand_do_not_hide_new_ones(queue_path: Path) -> None:
+    # An older evq prunes without knowing the cursor: a trigger on the table keeps it right.
+    queue = SqliteQueue(str(queue_path))
+    router = OneReceiver(lease_seconds=60)
+    evq.publish_many([{"name": "a.b", "payload": {"n": n}} for n in range(3)])
+    assert len(queue.lease(router, owner="w", limit=10).leases) == 3
+    with contextlib.closing(sqlite3.connect(queue_path, isolation_level=None)) as conn:
+        conn.execute("DELETE FROM evq_event WHERE seq >= 2")
+    assert cursor(queue_path) == 1
+    evq.publish("a.b", payload={"n": "new"})
+    leases = queue.lease(router, owner="w", limit=10).leases
+    assert [json.loads(lease.payload) for lease in leases] == [{"n": "new"}]

@@ -81,14 +81,16 @@ def status(
     empty line.
 
     A delivery is pending when it is due, scheduled when it waits for its time (a delayed
-    event), retrying after a failed attempt, dead when it ran out of retries. The oldest wait
-    is how long the delivery (or not yet dispatched event) that has waited longest has been
-    due.
+    event), retrying after a failed attempt, dead when it ran out of retries. Events awaiting
+    dispatch are those no worker has fanned out to their receivers yet; delayed ones among them
+    have a delay that has not ended. The oldest wait is how long the delivery (or event not
+    fanned out yet) that has waited longest has been waiting for a worker.
 
     \b
     --check is for health checks; it prints one line and exits with:
       0  no dead letters, and nothing has waited longer than --max-age
-      1  dead letters, or a delivery has waited longer than --max-age (the reason is on stderr)
+      1  dead letters, or a delivery (or an event no worker has fanned out) has waited longer
+         than --max-age (the reason is on stderr)
       2  bad usage, or no queue at --url
     """
     if watch and check:

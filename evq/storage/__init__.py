@@ -47,7 +47,7 @@ class Queue(Protocol):
         dispatch_limit: int = 256,
         now: float | None = None,
     ) -> LeaseBatch:
-        """Record `outcomes`, fan due events out to `router`'s receivers and lease up to
+        """Record `outcomes`, fan new events out to `router`'s receivers and lease up to
         `limit` due deliveries, atomically."""
         ...
 
@@ -60,7 +60,8 @@ class Queue(Protocol):
         ...
 
     def next_due(self) -> float | None:
-        """Return when the earliest delivery or undispatched event is due."""
+        """Return when the earliest delivery is due; an event not fanned out yet counts as due
+        since it was published."""
         ...
 
     def running_count(self, owner_prefix: str) -> int:

@@ -104,6 +104,19 @@ CREATE TABLE IF NOT EXISTS evq_counter (
     value INTEGER NOT NULL
 );
 """
+# Its body holds semicolons: run as a statement of its own, after SCHEMA's.
+_CURSOR_TRIGGER = """
+-- SQLite numbers a new row from the highest seq left. When the newest events are deleted
+-- (pruned, by this evq or an older one, or by hand), the next one could land at or below the
+-- dispatch cursor and never be fanned out: bring the cursor down to what is left. Only events
+-- already fanned out are ever deleted, so none is fanned out twice.
+CREATE TRIGGER IF NOT EXISTS evq_event_newest_deleted AFTER DELETE ON evq_event
+WHEN old.seq > (SELECT coalesce(max(seq), 0) FROM evq_event)
+BEGIN
+    UPDATE evq_counter SET value = (SELECT coalesce(max(seq), 0) FROM evq_event)
+    WHERE name = 'dispatch_cursor' AND value > (SELECT coalesce(max(seq), 0) FROM evq_event);
+END
+"""
 
 _INSERT_EVENT = (
     "INSERT INTO evq_event (id, name, payload, published_at, due_at, key) VALUES (?, ?, ?, ?, ?, ?)"
@@ -405,7 +418,7 @@ class SqliteQueue:
         dispatch_limit: int = 256,
         now: float | None = None,
     ) -> LeaseBatch:
-        """Record `outcomes`, fan due events out, and lease up to `limit` due deliveries.
+        """Record `outcomes`, fan new events out, and lease up to `limit` due deliveries.
 
         All in one transaction, so that a crash anywhere loses nothing: an outcome and the next
         lease commit together, and an event is marked dispatched only with its deliveries.
@@ -443,7 +456,8 @@ class SqliteQueue:
             return cursor.rowcount
 
     def next_due(self) -> float | None:
-        """Return when the earliest delivery or undispatched event is due, if there is one."""
+        """Return when the earliest delivery is due, if there is one; an event not fanned
+        out yet counts as due since it was published."""
         with self._lock:
             return _next_due(self.conn)
 
@@ -549,9 +563,9 @@ class SqliteQueue:
             # a dispatch in between cannot count an event twice or not at all.
             published, due, delayed = conn.execute(
                 "SELECT coalesce((SELECT value FROM evq_counter WHERE name = 'dispatched'), 0)"
-                " + count(*), coalesce(sum(due_at <= ?), 0), coalesce(sum(due_at > ?), 0)"
+                " + count(*), count(*), coalesce(sum(due_at > ?), 0)"
                 f" FROM evq_event WHERE seq > {_CURSOR} AND due_at IS NOT NULL",
-                (now, now),
+                (now,),
             ).fetchone()
             for state, count in conn.execute(
                 f"SELECT {_STATE_SQL} AS s, count(*) FROM evq_delivery"
@@ -858,11 +872,13 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
+        conn.execute(_CURSOR_TRIGGER)
     if version == 1:
         # 1 -> 2: events to fan out are found from a cursor over seq, no longer from an index
         # on due_at. The cursor starts before the first event not fanned out yet; events after
         # it that were fanned out already (due_at NULL) are skipped by `_dispatch`.
         conn.execute("DROP INDEX IF EXISTS evq_event_due")
+        conn.execute(_CURSOR_TRIGGER)
         conn.execute(
             _SET_CURSOR,
             (
@@ -1166,8 +1182,10 @@ class EventSelection(NamedTuple):
 class QueueStatus(NamedTuple):
     """A snapshot of a queue, as `SqliteQueue.status()` reads it (times are Unix timestamps).
 
-    `oldest_due_at` is when the delivery (or undispatched event) that has waited longest for a
-    worker became due, or None if nothing is waiting.
+    `awaiting_dispatch` counts the events no worker has fanned out yet, `delayed` those among
+    them published with a delay that has not ended. `oldest_due_at` is when the delivery that
+    has waited longest for a worker became due (for an event not fanned out yet: when it was
+    published), or None if nothing is waiting.
     """
 
     time: float
@@ -1408,15 +1426,6 @@ def _prune_batch(
         )
         conn.execute(f"DELETE FROM evq_delivery WHERE event_seq IN ({marks})", chunk)
         conn.execute(f"DELETE FROM evq_event WHERE seq IN ({marks})", chunk)
-    if finished:
-        # SQLite numbers a new row from the highest seq left. Had the newest events gone, the
-        # next one could land at or below the dispatch cursor and never be fanned out: bring
-        # the cursor down to what is left (only finished events, all fanned out, are deleted).
-        left = "coalesce((SELECT max(seq) FROM evq_event), 0)"
-        conn.execute(
-            f"UPDATE evq_counter SET value = {left}"
-            f" WHERE name = 'dispatch_cursor' AND value > {left}"
-        )
     following = rows[-1][1] if len(rows) == size else None
     return len(finished), following
 
