@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import math
 import operator
 import sqlite3
 import threading
@@ -116,13 +117,29 @@ def delay_seconds(delay: Delay) -> float:
         return 0.0
     if isinstance(delay, dt.timedelta):
         seconds = delay.total_seconds()
-    elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
-        seconds = float(delay)
+    elif _is_real(delay):
+        try:
+            seconds = float(delay)
+        except OverflowError:
+            seconds = math.inf
     else:
         raise InvalidInput(f"delay must be a number of seconds, not {delay!r}")
     if not seconds >= 0:
         raise InvalidInput(f"delay must be zero or more seconds, got {delay!r}")
+    if seconds == math.inf:
+        raise InvalidInput(f"delay must be a finite number of seconds, got {delay!r}")
     return seconds
+
+
+def _is_real(value: object) -> bool:
+    """Whether `value` is a real number (int, float, Fraction, numpy's...), but not a bool."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    import numbers  # Only for the rare other kinds: publishing must start fast.
+
+    return isinstance(value, numbers.Real)
 
 
 _queues: dict[tuple[str, str], SqliteQueue] = {}
@@ -213,9 +230,12 @@ def _plain_fields(items: list[Any], now: float, default_due: float) -> _Fields |
         return None
     try:
         names = list(map(_NAME, items))
+        keys = list(map(_KEY, items))
+        # Checked once per distinct value: first make sure that equal means the same.
+        if not set(map(type, names)) <= {str} or not set(map(type, keys)) <= {str, type(None)}:
+            return None
         for name in set(names):
             validate_name(name)
-        keys = list(map(_KEY, items))
         for key in set(keys) - {None}:
             _check_key(key)
         if any(map(operator.contains, items, itertools.repeat("delay"))):
@@ -234,15 +254,20 @@ def _checked_fields(items: list[Any], now: float, default_due: float, max_bytes:
     """The fields of `items`, checked one at a time to name the first bad item."""
     fields = _Fields([], [], [], [])
     for index, item in enumerate(items):
+        named = False
         try:
             _check_item(item)
             name = validate_name(item["name"])
+            named = True
             key = item.get("key")
             if key is not None:
                 _check_key(key)
             due = now + delay_seconds(item["delay"]) if "delay" in item else default_due
         except InvalidInput as exc:
-            encode_payloads(fields.payloads, max_bytes=max_bytes)  # An earlier bad payload?
+            # The first problem is the one reported: a bad payload of an earlier event, or of
+            # this one when its name is good (an event is checked name, payload, key, delay).
+            checked = [*fields.payloads, item.get("payload", {})] if named else fields.payloads
+            encode_payloads(checked, max_bytes=max_bytes)
             exc.position = index
             raise
         fields.names.append(name)

@@ -51,6 +51,10 @@ def test_ids_taken_together_count_up_from_one_random_start() -> None:
     assert [b - a for a, b in itertools.pairwise(values)] == [1] * 2999
     assert before < ids[0] and ids[-1] < after
     assert new_event_ids(0) == []
+    for bad in (-1, 2.0):
+        with pytest.raises(ValueError, match="count must be an int of 0 or more"):
+            new_event_ids(bad)  # type: ignore[arg-type]
+    assert new_event_id() > after  # a refused count took nothing
 
 
 def test_event_id_floor_is_the_smallest_id_of_its_millisecond() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fractions
 import re
 import signal
 import sqlite3
@@ -128,6 +129,16 @@ def test_publish_many_validates_everything_before_storing_anything(queue_path: P
         assert conn.execute("SELECT count(*) FROM evq_event").fetchone()[0] == 2500
 
 
+class LooksLikeAName:
+    """Equal to a good name, and hashed like it, but not a string: sqlite3 cannot store it."""
+
+    def __hash__(self) -> int:
+        return hash("a.b")
+
+    def __eq__(self, other: object) -> bool:
+        return other == "a.b"
+
+
 @pytest.mark.parametrize(
     ("bad", "error", "message"),
     [
@@ -138,6 +149,13 @@ def test_publish_many_validates_everything_before_storing_anything(queue_path: P
         ({"name": "a.b", "delay": -1}, evq.InvalidInput, "event 26: delay must be zero or more"),
         ({"name": "a.b", "payload": {"x": "y" * 300}}, PayloadTooLarge, "event 26: payload is"),
         ("a.b", evq.InvalidInput, "event 26: expected an object"),
+        ({"name": LooksLikeAName()}, evq.InvalidInput, "event 26: event name must be a string"),
+        ({"name": "a.b", "key": LooksLikeAName()}, evq.InvalidInput, "event 26: an idempotency"),
+        ({"name": "a.b", "delay": 10**400}, evq.InvalidInput, "event 26: delay must be a finite"),
+        ({"name": "a.b", "delay": float("inf")}, evq.InvalidInput, "delay must be a finite"),
+        ({"name": "a.b", "delay": True}, evq.InvalidInput, "event 26: delay must be a number"),
+        # One event with two problems: the payload is reported, as it is checked first.
+        ({"name": "a.b", "payload": {"t": (1,)}, "key": 5}, evq.InvalidInput, "26: payload['t']"),
     ],
 )
 def test_publish_many_names_the_first_bad_event_in_any_batch(
@@ -169,3 +187,9 @@ def test_publish_many_keeps_keys_and_delays_per_event(queue_path: Path) -> None:
     assert rows == [("a.b", '{"n":1}', "k1", 60.0), ("a.c", "{}", None, 0.0)]
     with pytest.raises(evq.InvalidInput, match="batch_size must be at least 1"):
         evq.publish_many([{"name": "a.b"}], batch_size=0)
+    fraction = evq.publish_many([{"name": "a.b", "delay": fractions.Fraction(1, 2)}])
+    with sqlite3.connect(queue_path) as conn:
+        (delay,) = conn.execute(
+            "SELECT due_at - published_at FROM evq_event WHERE id = ?", fraction
+        ).fetchone()
+    assert delay == 0.5
