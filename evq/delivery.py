@@ -18,7 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from evq.errors import InvalidPayload, Retry
-from evq.event import Event, decode_payload, timestamp_to_datetime
+from evq.event import Event, timestamp_to_datetime
+from evq.payload import decode_payload
 from evq.storage.sqlite import Lease, Outcome
 from evq.subscriptions import Subscription
 

@@ -18,15 +18,9 @@ from typing import Any, NamedTuple, Protocol
 
 from evq import config
 from evq.errors import InvalidInput
-from evq.event import (
-    encode_decoded_payloads,
-    encode_payload,
-    encode_payloads,
-    event_id_floor,
-    new_event_id,
-    new_event_ids,
-)
+from evq.ids import event_id_floor, new_event_id, new_event_ids
 from evq.names import validate_name
+from evq.payload import encode_decoded_payloads, encode_payload, encode_payloads
 from evq.storage.sqlite import NewEvent, SqliteQueue, ensure_schema, insert_events
 
 Delay = float | int | dt.timedelta | None

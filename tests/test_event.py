@@ -1,4 +1,4 @@
-"""The event envelope: ids, and the payload checks made at publish time."""
+"""The event envelope, its ids, and the payload checks made at publish time."""
 
 from __future__ import annotations
 
@@ -13,16 +13,9 @@ import time
 import pytest
 
 from evq.errors import InvalidPayload, PayloadTooLarge
-from evq.event import (
-    Event,
-    decode_payload,
-    encode_decoded_payloads,
-    encode_payload,
-    encode_payloads,
-    event_id_floor,
-    new_event_id,
-    new_event_ids,
-)
+from evq.event import Event
+from evq.ids import event_id_floor, new_event_id, new_event_ids
+from evq.payload import decode_payload, encode_decoded_payloads, encode_payload, encode_payloads
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 

@@ -14,7 +14,7 @@ from conftest import run_evq
 from workers import log_lines, rows
 
 import evq
-from evq.event import new_event_id
+from evq.ids import new_event_id
 
 
 class _CreatesFile:

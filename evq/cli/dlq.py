@@ -193,7 +193,8 @@ def _choose(
 
 def _record(letter: dict[str, Any], *, with_details: bool) -> dict[str, Any]:
     from evq.errors import InvalidPayload
-    from evq.event import decode_payload, timestamp_to_datetime
+    from evq.event import timestamp_to_datetime
+    from evq.payload import decode_payload
 
     record = {
         "id": letter["id"],

@@ -19,7 +19,7 @@ The file holds an event log and one delivery row per (event, receiver):
 A publish writes as few pages as it can, since it waits for the disk: the event row and the id
 index; the idempotency key index holds only events with a key.
 Time ranges are id ranges: an id begins with the millisecond it was published in
-(`evq.event.event_id_floor`), so no index on `published_at` is kept.
+(`evq.ids.event_id_floor`), so no index on `published_at` is kept.
 
 Deliveries are never deleted when a worker takes them: a worker takes a *lease*, and the row is
 only changed again when its outcome is known. `attempt` doubles as a fencing token: an outcome is
@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from evq.errors import InvalidInput, InvalidStorageURL, QueueNotFound, StorageError
-from evq.event import event_id_floor
+from evq.ids import event_id_floor
 
 SCHEMA_VERSION = 2
 
