@@ -31,6 +31,7 @@ Only the standard library is imported: publishing must start fast.
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import sqlite3
 import threading
@@ -836,17 +837,21 @@ def _chunks(items: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
+_ID_OF = operator.itemgetter(NewEvent._fields.index("id"))
+_KEY_OF = operator.itemgetter(NewEvent._fields.index("key"))
+
+
 def insert_events(conn: sqlite3.Connection, events: Sequence[NewEvent]) -> list[str]:
     """Insert `events` through `conn` inside its current transaction; return their ids.
 
     Used by `SqliteQueue.publish` and by the transactional outbox, where `conn` is the
     application's own connection and evq neither commits nor rolls back.
     """
-    if all(event.key is None for event in events):
+    if not any(map(_KEY_OF, events)):  # No key: nothing can be a duplicate.
         # A NewEvent holds the statement's parameters in their order; sqlite3 binds a plain
         # tuple faster than a tuple subclass, even counting the copy.
         conn.executemany(_INSERT_EVENT, map(tuple, events))
-        return [event.id for event in events]
+        return list(map(_ID_OF, events))
     ids = []
     for event in events:
         cursor = conn.execute(
