@@ -59,6 +59,8 @@ def publish(
 
     The event is committed to the queue file before this returns; `evq worker` then delivers
     it to every receiver subscribed to NAME. Bad input exits with code 2 and stores nothing.
+    With --jsonl, a line may add "key" and "delay" (in seconds, a number) to its name and
+    payload; every line is checked before any is stored.
 
     \b
       evq publish user.created --payload '{"user_id": 42}'
