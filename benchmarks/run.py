@@ -81,7 +81,8 @@ from baselines import (
 import evq
 import evq.config
 from evq import publisher
-from evq.storage.sqlite import Outcome, SqliteQueue
+from evq.storage import open_queue
+from evq.storage.contract import Outcome, Routing
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -306,7 +307,7 @@ def _items(start: int, stop: int) -> list[dict[str, Any]]:
 @contextlib.contextmanager
 def _evq_settings(path: str, sync: str = "full") -> Iterator[None]:
     """Point this process's evq.publish() at `path` with `sync`; close the handle afterwards."""
-    evq.configure(url=path, sync=sync)
+    evq.configure(url=f"sqlite:///{os.path.abspath(path)}?sync={sync}")
     try:
         yield
     finally:
@@ -391,18 +392,16 @@ class _EvqApp(_RecordedRun):
         super().wait_executions(expected, proc, timeout, poll)
 
 
-class _BenchRouter:
+_BENCH_RECEIVERS = tuple(f"{APP_MODULE}:receiver_{i}" for i in range(RECEIVERS))
+
+
+def _bench_routing() -> Routing:
     """The worker's view of the subscriptions, for leasing in this process: every event goes
-    to the same 3 receivers, with evq's default retries and lease."""
-
-    def __init__(self) -> None:
-        self._receivers = [f"{APP_MODULE}:receiver_{i}" for i in range(RECEIVERS)]
-
-    def receivers_for(self, name: str, /) -> Sequence[str]:
-        return self._receivers
-
-    def policy(self, receiver: str, /) -> tuple[int, float] | None:
-        return 5, 30.0
+    to the same 3 receivers, with evq's default lease."""
+    return Routing(
+        subscriptions=tuple((EVENT_NAME, receiver) for receiver in _BENCH_RECEIVERS),
+        lease_seconds=dict.fromkeys(_BENCH_RECEIVERS, 30.0),
+    )
 
 
 def _drain_numbers(stamps: list[float], start: float) -> dict[str, float]:
@@ -773,7 +772,7 @@ def _build_history(path: str, stored: int, pending: int) -> float:
     _publish_backlog(path, stored)
     done = stored - pending
     if done > 0:
-        receivers = _BenchRouter().receivers_for(EVENT_NAME)
+        receivers = _BENCH_RECEIVERS
         with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
             conn.execute("PRAGMA synchronous=OFF")
             conn.execute("BEGIN IMMEDIATE")
@@ -807,8 +806,8 @@ def _build_history(path: str, stored: int, pending: int) -> float:
 
 def _lease_cycle_seconds(path: str, cycles: int) -> list[float]:
     """Seconds per worker cycle: record the previous batch done and lease the next 16."""
-    router = _BenchRouter()
-    queue = SqliteQueue(path, sync="normal")  # What the worker uses.
+    router = _bench_routing()
+    queue = open_queue(path, role="work")  # What the worker uses.
     owner = "bench/lease"
     times: list[float] = []
     outcomes: list[Outcome] = []

@@ -12,48 +12,37 @@ from typing import NamedTuple
 from evq.errors import InvalidInput
 
 DEFAULT_URL = "evq.db"
+# The worker's defaults, shown by `evq worker --help` and read by `evq.worker.WorkerOptions`.
 DEFAULT_LEASE_SECONDS = 30.0
+DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 30.0
+DEFAULT_PREFETCH = 16
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600.0
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
-SYNC_MODES = ("full", "normal", "off")
 
 
 class Settings(NamedTuple):
     """Where the queue lives and how it behaves; see the README's configuration table."""
 
     url: str = DEFAULT_URL
-    sync: str = "full"
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
-    lease_seconds: float = DEFAULT_LEASE_SECONDS
     retention_seconds: float = DEFAULT_RETENTION_SECONDS
 
 
 def settings_from_env(env: dict[str, str] | None = None) -> Settings:
-    """Return the settings named by `EVQ_URL`, `EVQ_SYNC`, `EVQ_MAX_PAYLOAD`, `EVQ_LEASE`
-    and `EVQ_RETENTION`, with defaults for the ones that are unset."""
+    """Return the settings named by `EVQ_URL`, `EVQ_MAX_PAYLOAD` and `EVQ_RETENTION`, with
+    defaults for the ones that are unset. (A backend reads its own settings from the URL; the
+    SQLite backend also reads `EVQ_SYNC`.)"""
     env = dict(os.environ) if env is None else env
     settings = Settings()
     if env.get("EVQ_URL"):
         settings = settings._replace(url=env["EVQ_URL"])
-    if env.get("EVQ_SYNC"):
-        settings = settings._replace(sync=parse_sync(env["EVQ_SYNC"]))
     if env.get("EVQ_MAX_PAYLOAD"):
         settings = settings._replace(max_payload_bytes=parse_size(env["EVQ_MAX_PAYLOAD"]))
-    if env.get("EVQ_LEASE") or env.get("EVQ_RETENTION"):
-        from evq.durations import parse_duration  # not needed by a plain `evq publish`
-    if env.get("EVQ_LEASE"):
-        settings = settings._replace(lease_seconds=parse_duration(env["EVQ_LEASE"]))
     if env.get("EVQ_RETENTION"):
+        from evq.durations import parse_duration  # not needed by a plain `evq publish`
+
         settings = settings._replace(retention_seconds=parse_duration(env["EVQ_RETENTION"]))
     return settings
-
-
-def parse_sync(text: str) -> str:
-    """Return a valid SQLite sync mode name (`full`, `normal` or `off`)."""
-    mode = text.strip().lower()
-    if mode not in SYNC_MODES:
-        raise InvalidInput(f"invalid sync mode {text!r}: use one of {', '.join(SYNC_MODES)}")
-    return mode
 
 
 _SIZE_PATTERN = r"(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?"
@@ -90,22 +79,19 @@ def current() -> Settings:
 def configure(
     *,
     url: str | None = None,
-    sync: str | None = None,
     max_payload_bytes: int | None = None,
-    lease_seconds: float | None = None,
     retention_seconds: float | None = None,
 ) -> Settings:
-    """Change the settings of this process; unnamed ones keep their value. Returns the result."""
+    """Change the settings of this process; unnamed ones keep their value. Returns the result.
+
+    `url` names the queue and carries the backend's own settings
+    (`sqlite:///app.db?sync=normal`)."""
     global _settings
     changes: dict[str, object] = {}
     if url is not None:
         changes["url"] = url
-    if sync is not None:
-        changes["sync"] = parse_sync(sync)
     if max_payload_bytes is not None:
         changes["max_payload_bytes"] = max_payload_bytes
-    if lease_seconds is not None:
-        changes["lease_seconds"] = lease_seconds
     if retention_seconds is not None:
         changes["retention_seconds"] = retention_seconds
     _settings = current()._replace(**changes)  # type: ignore[arg-type]

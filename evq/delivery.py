@@ -20,7 +20,7 @@ from typing import Any
 from evq.errors import InvalidPayload, Retry
 from evq.event import Event, timestamp_to_datetime
 from evq.payload import decode_payload
-from evq.storage.sqlite import Lease, Outcome
+from evq.storage.contract import Lease, Outcome
 from evq.subscriptions import Subscription
 
 

@@ -61,8 +61,25 @@ class NoSubscriptions(InvalidInput):
     """A worker was started without any subscription to deliver to."""
 
 
+class UnknownBackend(InvalidStorageURL):
+    """A storage URL whose scheme names no backend, or one whose driver is not installed."""
+
+
+class OutboxUnsupported(InvalidInput):
+    """`publish(..., connection=...)` on a backend (or a connection) that cannot write inside
+    the caller's transaction."""
+
+
 class StorageError(EvqError):
     """The queue's storage failed (disk full, corrupt file, ...)."""
+
+
+class StorageFull(StorageError):
+    """The queue's storage has no room left (a full disk): smaller writes may still fit."""
+
+
+class QueueUnusable(StorageError):
+    """A queue that cannot be used at all: a file that is not a queue, or a damaged one."""
 
 
 class QueueNotFound(InvalidInput):

@@ -10,7 +10,6 @@ import datetime as dt
 import itertools
 import math
 import operator
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -21,7 +20,8 @@ from evq.errors import InvalidInput
 from evq.ids import event_id_floor, new_event_id, new_event_ids
 from evq.names import validate_name
 from evq.payload import encode_decoded_payloads, encode_payload, encode_payloads
-from evq.storage.sqlite import NewEvent, SqliteQueue, ensure_schema, insert_events
+from evq.storage import Queue, open_queue
+from evq.storage.contract import NewEvent
 
 Delay = float | int | dt.timedelta | None
 
@@ -33,20 +33,21 @@ def publish(
     payload: dict[str, Any],
     delay: Delay = None,
     key: str | None = None,
-    connection: sqlite3.Connection | None = None,
+    connection: Any = None,
 ) -> str:
     """Publish the event `name` with `payload` for every receiver subscribed to it.
 
     Returns the event id once the event is committed to disk. `delay` (seconds or a timedelta)
     holds delivery back. With `key`, an event already published with the same key is not
-    published again: its id is returned. With `connection`, an open `sqlite3` connection to the
-    queue file, the event is written inside the caller's current transaction and commits or
-    rolls back with it (the transactional outbox); evq then neither commits nor rolls back.
+    published again: its id is returned. With `connection`, an open connection to the queue's
+    database (for SQLite, a `sqlite3` connection to the queue file), the event is written inside
+    the caller's current transaction and commits or rolls back with it (the transactional
+    outbox); evq then neither commits nor rolls back. A backend that cannot do that raises
+    `OutboxUnsupported`.
     """
     event = prepare(name, payload=payload, delay=delay, key=key)
     if connection is not None:
-        ensure_schema(connection)
-        return insert_events(connection, [event])[0]
+        return queue().publish_within(connection, [event])[0]
     return queue().publish([event])[0]
 
 
@@ -136,18 +137,17 @@ def _is_real(value: object) -> bool:
     return isinstance(value, numbers.Real)
 
 
-_queues: dict[tuple[str, str], SqliteQueue] = {}
+_queues: dict[str, Queue] = {}
 _queues_lock = threading.Lock()
 
 
-def queue() -> SqliteQueue:
+def queue() -> Queue:
     """Return this process's handle on the queue named by the current settings."""
-    settings = config.current()
-    handle = (settings.url, settings.sync)
+    url = config.current().url
     with _queues_lock:
-        if handle not in _queues:
-            _queues[handle] = SqliteQueue(settings.url, sync=settings.sync)
-        return _queues[handle]
+        if url not in _queues:
+            _queues[url] = open_queue(url)
+        return _queues[url]
 
 
 def prepare_many(
@@ -202,8 +202,8 @@ def _prepare_batch(
     names, payloads, keys, dues = fields
     texts = encode(payloads, max_bytes=max_bytes)
     ids = new_event_ids(len(texts))
-    rows = zip(ids, names, texts, itertools.repeat(now), dues, keys)
-    return list(map(tuple.__new__, itertools.repeat(NewEvent), rows))  # NewEvent(*row), faster
+    # NewEvent's own constructor from an iterable, without a call through its keywords.
+    return list(map(NewEvent._make, zip(ids, names, texts, itertools.repeat(now), dues, keys)))
 
 
 class _Encode(Protocol):

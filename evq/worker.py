@@ -13,7 +13,7 @@ evq changes it only at its seams:
 - `JSONSerializer`: what huey reads and writes is JSON, never pickle.
 - `DeliveryConsumer` / `DeliveryWorker` / `Housekeeper`: SIGTERM, SIGINT and SIGHUP are
   graceful and a second one stops at once; leases are given back on shutdown; an idle worker
-  wakes within milliseconds of a commit (`evq.wakeup`) instead of polling every 10 seconds;
+  wakes within milliseconds of a commit (the queue's watcher) instead of polling every 10 s;
   `--burst`; retention.
 """
 
@@ -39,22 +39,19 @@ from huey.consumer import Consumer, ConsumerStopped, ProcessEnvironment, Schedul
 from huey.registry import Message
 from huey.storage import BaseStorage
 
-from evq import delivery
-from evq.config import DEFAULT_RETENTION_SECONDS
-from evq.errors import NoSubscriptions, StorageError
+from evq import config, delivery
+from evq.errors import NoSubscriptions, StorageError, StorageFull
+from evq.outage import Outage
 from evq.serializer import JSONSerializer
-from evq.storage import open_queue
-from evq.storage.sqlite import Lease, LeaseBatch, Outcome
-from evq.subscriptions import Subscription, subscriptions, subscriptions_for
-from evq.wakeup import ChangeWatcher
+from evq.storage import open_queue, rules
+from evq.storage.contract import ChangeWatcher, Lease, LeaseBatch, Outcome, Routing
+from evq.subscriptions import Subscription, subscriptions
 
 logger = logging.getLogger("evq.worker")
 
 TASK_NAME = "evq.deliver"
-# Lease this many deliveries per transaction: fewer transactions, and a slow receiver holds back
-# at most this many others in its process (the rest of the queue stays free for other workers).
-DEFAULT_PREFETCH = 16
-# An idle worker sleeps until a commit (evq.wakeup), but wakes this often to notice a stop.
+# An idle worker sleeps until a commit (the queue's watcher), but wakes this often to notice a
+# stop; on a backend that cannot wake it, it looks for work this often.
 STOP_CHECK_SECONDS = 0.1
 # Each stops a worker gracefully; a second one, any of them, stops it at once. SIGHUP too: a
 # worker whose terminal closes gives its leases back rather than dying with them.
@@ -79,42 +76,45 @@ class WorkerOptions:
     workers: int = 1
     worker_type: str = "thread"
     burst: bool = False
-    lease_seconds: float = 30.0
-    shutdown_timeout: float = 30.0
-    prefetch: int = DEFAULT_PREFETCH
+    lease_seconds: float = config.DEFAULT_LEASE_SECONDS
+    shutdown_timeout: float = config.DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
+    # Leased per transaction: fewer transactions, and a slow receiver holds back at most this
+    # many others in its process (the rest of the queue stays free for other workers).
+    prefetch: int = config.DEFAULT_PREFETCH
     # None keeps every finished event (no automatic pruning).
-    retention_seconds: float | None = DEFAULT_RETENTION_SECONDS
+    retention_seconds: float | None = config.DEFAULT_RETENTION_SECONDS
 
 
-class Router:
-    """Answers the queue's questions about this worker's subscriptions."""
+class Receivers:
+    """The receivers this worker runs: their subscriptions, and the routing the queue needs."""
 
-    def __init__(self, lease_seconds: float) -> None:
-        self._lease_seconds = lease_seconds
-        self._names: dict[str, list[str]] = {}
+    def __init__(self, served: Sequence[Subscription], lease_seconds: float) -> None:
         self._by_receiver: dict[str, Subscription] = {}
-        for subscription in subscriptions():
+        for subscription in served:
             self._by_receiver.setdefault(subscription.name, subscription)
-
-    def receivers_for(self, name: str, /) -> Sequence[str]:
-        """Return each receiver subscribed to `name` once, even if two patterns match."""
-        if name not in self._names:
-            self._names[name] = list(dict.fromkeys(s.name for s in subscriptions_for(name)))
-        return self._names[name]
+        self.routing = Routing(
+            subscriptions=tuple((s.pattern, s.name) for s in served),
+            lease_seconds={
+                name: lease_of(subscription, lease_seconds)
+                for name, subscription in self._by_receiver.items()
+            },
+        )
 
     def subscription(self, receiver: str) -> Subscription | None:
         """Return the subscription of the receiver named `receiver`, if it is registered."""
         return self._by_receiver.get(receiver)
 
-    def policy(self, receiver: str, /) -> tuple[int, float] | None:
-        """Return (retries, lease seconds); the lease outlasts the receiver's timeout."""
-        subscription = self._by_receiver.get(receiver)
-        if subscription is None:
-            return None
-        lease = self._lease_seconds
-        if subscription.timeout is not None:
-            lease = subscription.timeout + min(5.0, max(1.0, subscription.timeout))
-        return subscription.retries, lease
+    def shortest_lease(self, default: float) -> float:
+        """The shortest lease among the receivers (`default` if there are none)."""
+        return min(self.routing.lease_seconds.values(), default=default)
+
+
+def lease_of(subscription: Subscription, lease_seconds: float) -> float:
+    """How long a lease on a delivery to `subscription` lasts: the worker's lease, or, for a
+    receiver with a timeout, a little longer than the timeout."""
+    if subscription.timeout is None:
+        return lease_seconds
+    return subscription.timeout + min(5.0, max(1.0, subscription.timeout))
 
 
 class LeasedStorage(BaseStorage):  # type: ignore[misc]
@@ -131,25 +131,30 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
         super().__init__(name)
         self.options = options
         self.run_id = uuid.uuid4().hex[:8]
-        self.router = Router(options.lease_seconds)
+        self.receivers = Receivers(subscriptions(), options.lease_seconds)
         self.serializer = JSONSerializer()
         self.task_name = TASK_NAME
         self._creator_pid = os.getpid()
+        # Made before any fork, so that process workers share what it records.
+        self.outage = Outage(burst=options.burst)
         self._reset()
 
     def _reset(self) -> None:
+        if getattr(self, "_pid", None) not in (None, os.getpid()):
+            self.outage.after_fork()
         self._pid = os.getpid()
-        self.queue = open_queue(self.options.url, sync="normal")
+        self.queue = open_queue(self.options.url, role="work")
         self.owner = f"{self.run_id}/{socket.gethostname()}:{self._pid}"
         self._lock = threading.Condition()
         self._buffer: collections.deque[Lease] = collections.deque()
-        self._running: dict[int, tuple[Lease, float]] = {}
+        self._running: dict[str, tuple[Lease, float]] = {}
         self._outcomes: list[Outcome] = []
         self._outcomes_since = 0.0
         self._next_due: float | None = None
         self._watcher: ChangeWatcher | None = None
         self._polling = False
         self._heartbeat: threading.Thread | None = None
+        self._sizes = _TransactionSizes(self.options.prefetch)
 
     def in_forked_child(self) -> bool:
         """Tell whether this is a process worker forked by the consumer."""
@@ -163,7 +168,7 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
         with self._lock:  # the first threads of a process may get here together
             if self._watcher is None:
                 # Before the first lease, so that no commit after it goes unnoticed.
-                self._watcher = ChangeWatcher(self.options.url)
+                self._watcher = self._change_watcher()
             if self._heartbeat is None:
                 self._heartbeat = threading.Thread(
                     target=self._renew_leases, name="evq-lease-heartbeat", daemon=True
@@ -231,9 +236,18 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
             )
 
     def _lease(self, outcomes: list[Outcome]) -> LeaseBatch:
-        batch = self.queue.lease(
-            self.router, owner=self.owner, limit=self.options.prefetch, outcomes=outcomes
-        )
+        try:
+            batch = self.queue.lease(
+                self.receivers.routing,
+                owner=self.owner,
+                limit=self._sizes.leases,
+                outcomes=outcomes,
+                dispatch_limit=self._sizes.dispatch,
+            )
+        except StorageFull:
+            self._sizes.shrink()
+            raise
+        self._sizes.grow()
         if batch.dead_lettered:
             logger.warning(
                 "%d deliveries became dead letters (see `evq dlq list`)", batch.dead_lettered
@@ -244,6 +258,9 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
         return len(self._buffer)
 
     def close(self) -> bool:
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
         self.queue.close()
         return True
 
@@ -273,17 +290,23 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
             watcher = self._change_watcher()
             while not stop_flag.is_set():
                 remaining = deadline - time.time()
-                # Wake at least every STOP_CHECK_SECONDS to notice a stop.
-                if remaining <= 0 or watcher.wait(min(remaining, STOP_CHECK_SECONDS)):
+                if remaining <= 0:
+                    return
+                # Wake at least every STOP_CHECK_SECONDS to notice a stop (and, without a
+                # watcher, to look for work).
+                if watcher is None:
+                    stop_flag.wait(min(remaining, STOP_CHECK_SECONDS))
+                    return
+                if watcher.wait(min(remaining, STOP_CHECK_SECONDS)):
                     return
         finally:
             with self._lock:
                 self._polling = False
                 self._lock.notify_all()
 
-    def _change_watcher(self) -> ChangeWatcher:
-        if self._watcher is None:
-            self._watcher = ChangeWatcher(self.options.url)
+    def _change_watcher(self) -> ChangeWatcher | None:
+        if self._watcher is None and self.queue.capabilities.wakeup:
+            self._watcher = self.queue.watch()
         return self._watcher
 
     def release_unstarted(self) -> None:
@@ -318,11 +341,14 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
     def _record_quietly(self, outcomes: list[Outcome]) -> None:
         try:
             self.queue.record(outcomes, owner=self.owner)
-        except Exception:  # stopping anyway: the leases expire, and their deliveries run again
+        except StorageError as exc:  # stopping anyway: the leases expire, and run again
+            logger.error("could not give back %d leases (%s); they will expire", len(outcomes), exc)
+        except Exception:
             logger.exception("could not give back %d leases; they will expire", len(outcomes))
 
     def _renew_leases(self) -> None:
-        interval = max(0.2, min(self.options.lease_seconds, self._shortest_lease()) / 3)
+        lease = self.receivers.shortest_lease(self.options.lease_seconds)
+        interval = max(0.2, min(self.options.lease_seconds, lease) / 3)
         while True:
             time.sleep(interval)
             now = time.time()
@@ -336,13 +362,33 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
                 ]
             try:
                 self.queue.renew([(lease, now + lease.lease_seconds) for lease in held])
+            except StorageError as exc:
+                self.outage.failed(exc, None)  # logged once per outage; the threads retry too
             except Exception:
                 # Never let the heartbeat die: without it, long receivers would run twice.
                 logger.exception("could not renew leases")
 
-    def _shortest_lease(self) -> float:
-        leases = [p[1] for s in subscriptions() if (p := self.router.policy(s.name))]
-        return min(leases, default=self.options.lease_seconds)
+
+class _TransactionSizes:
+    """How much one lease transaction may write: halved each time the storage is full, so
+    that a worker makes progress with little free space (down to one event and one delivery
+    a transaction), and doubled back after each success."""
+
+    DISPATCH = 256  # events fanned out per lease, at most
+
+    def __init__(self, prefetch: int) -> None:
+        self._prefetch = prefetch
+        self.leases = prefetch
+        self.dispatch = self.DISPATCH
+
+    def shrink(self) -> None:
+        self.leases = max(1, self.leases // 2)
+        self.dispatch = max(1, self.dispatch // 2)
+
+    def grow(self) -> None:
+        if self.dispatch < self.DISPATCH:
+            self.leases = min(self._prefetch, self.leases * 2)
+            self.dispatch = min(self.DISPATCH, self.dispatch * 2)
 
 
 class EvqHuey(Huey):  # type: ignore[misc]
@@ -365,7 +411,7 @@ class EvqHuey(Huey):  # type: ignore[misc]
     def execute(self, task: Any, timestamp: Any = None) -> None:
         """Run one leased attempt and hand its outcome to the storage."""
         lease = Lease(**task.kwargs)
-        subscription = self.storage.router.subscription(lease.receiver)
+        subscription = self.storage.receivers.subscription(lease.receiver)
         self._tasks_in_flight.add(task)
         try:
             outcome = delivery.attempt(lease, subscription)
@@ -390,10 +436,35 @@ class DeliveryWorker(Worker):  # type: ignore[misc]
 
     huey: EvqHuey
 
+    def loop(self, now: Any = None) -> None:
+        """Take the next delivery and run it; ride out a queue that fails for a while."""
+        storage = self.huey.storage
+        try:
+            task = self.huey.dequeue()
+        except StorageError as exc:
+            self.stop_flag.wait(storage.outage.failed(exc, self.stop_flag))
+            return
+        except Exception:  # a bug of evq's: huey's own handling (a traceback, then a pause)
+            self._logger.exception("Error reading from queue")
+            self.stop_flag.wait(1.0)
+            return
+        storage.outage.recovered()
+        if task is None:
+            self.sleep()
+            return
+        try:
+            self.huey.execute(task, now)
+        except Exception:
+            self._logger.exception("Unhandled error during execution of task %s.", task.id)
+
     def sleep(self) -> None:
         storage = self.huey.storage
-        if storage.options.burst and storage.burst_finished():
-            self.stop_flag.set()
+        try:
+            if storage.options.burst and storage.burst_finished():
+                self.stop_flag.set()
+                return
+        except StorageError as exc:
+            self.stop_flag.wait(storage.outage.failed(exc, self.stop_flag))
             return
         storage.wait_for_work(self.stop_flag)
 
@@ -431,9 +502,15 @@ class Housekeeper(Scheduler):  # type: ignore[misc]
                 }
             )
             try:
-                storage.queue.worker_seen(storage.run_id, started_at=self._started_at, info=info)
-            except StorageError:
-                self._logger.exception("could not record the worker heartbeat")
+                storage.queue.worker_seen(
+                    storage.run_id,
+                    hostname=socket.gethostname(),
+                    pid=os.getpid(),
+                    started_at=self._started_at,
+                    info=info,
+                )
+            except StorageError as exc:
+                storage.outage.failed(exc, self.stop_flag)
         if time.monotonic() >= self._next_prune:
             self._prune()
         self.stop_flag.wait(1.0)
@@ -446,7 +523,8 @@ class Housekeeper(Scheduler):  # type: ignore[misc]
             return
         queue = self.huey.storage.queue
         try:
-            pruned, self._prune_after = queue.prune_step(
+            pruned, self._prune_after = rules.prune_steps(
+                queue,
                 time.time() - retention,
                 after=self._prune_after,
                 batch_size=PRUNE_BATCH_SIZE,
@@ -454,8 +532,8 @@ class Housekeeper(Scheduler):  # type: ignore[misc]
             )
             if self._prune_after is None:
                 queue.forget_old_statistics()
-        except StorageError:
-            self._logger.exception("could not prune finished events")
+        except StorageError as exc:
+            self.huey.storage.outage.failed(exc, self.stop_flag)
             return
         if pruned:
             logger.info("pruned %d finished events older than the retention period", pruned)
@@ -542,6 +620,7 @@ class DeliveryConsumer(Consumer):  # type: ignore[misc]
             self.huey.storage.release_unstarted()
             with contextlib.suppress(StorageError):
                 self.huey.storage.queue.worker_stopped(self.huey.storage.run_id)
+            self.huey.storage.close()
         finally:
             # A process that runs a consumer (a test, an application) gets its handlers back.
             for signum, handler in self._previous_handlers.items():

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from conftest import run_evq
-from queue_states import run_in_terminal
+from terminal import run_in_terminal
 
 
 def stored(path: Path) -> list[tuple[str, str]]:

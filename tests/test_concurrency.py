@@ -12,7 +12,7 @@ from conftest import ROOT, calls, evq_env
 from workers import WorkerProcess, rows, states, wait_until
 
 from evq.publisher import prepare
-from evq.storage.sqlite import SqliteQueue
+from evq.storage import Queue, open_queue
 
 PUBLISHERS = 4
 EVENTS_PER_PUBLISHER = 200
@@ -75,14 +75,14 @@ def test_threads_racing_to_a_queue_handle_first_use_all_publish(queue_path: Path
     # Threads of one process share one connection behind a lock; the first use opens it. Threads
     # racing to that first use must not end up in one transaction ("cannot start a transaction
     # within a transaction").
-    SqliteQueue(str(queue_path)).close()
+    open_queue(str(queue_path)).close()
     for _ in range(20):
-        handle = SqliteQueue(str(queue_path))
+        handle = open_queue(str(queue_path))
         barrier = threading.Barrier(6)
         failures: list[BaseException] = []
 
         def publish(
-            handle: SqliteQueue = handle,
+            handle: Queue = handle,
             barrier: threading.Barrier = barrier,
             failures: list[BaseException] = failures,
         ) -> None:

@@ -174,7 +174,7 @@ def test_dlq_show_json_has_a_stable_schema(dead_letters: list[str]) -> None:
     delivery_id = dead_list()[0]["id"]
     document = json.loads(run_evq("dlq", "show", str(delivery_id), "--json").stdout)
     types = {
-        "id": int,
+        "id": str,
         "event_id": str,
         "name": str,
         "receiver": str,

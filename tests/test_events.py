@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from conftest import run_evq
-from queue_states import States, every_state, publish, run_in_terminal
+from contract.steps import States, every_state, publish
+from terminal import run_in_terminal
 
 from evq.cli import cli
 from evq.publisher import prepare
-from evq.storage.sqlite import EventSelection, SqliteQueue
+from evq.storage import Queue, open_queue
 
 STATES = ("pending", "scheduled", "running", "retrying", "done", "dead")
 # Always present in an event, with their type.
@@ -35,7 +36,7 @@ CLOUD_EVENT_FIELDS = {
 # Present only when they have a value.
 OPTIONAL_CLOUD_EVENT_FIELDS = {"evqkey": str, "evqdueat": str, "evqdispatchedat": str}
 DELIVERY_FIELDS = {
-    "id": int,
+    "id": str,
     "receiver": str,
     "state": str,
     "attempts": int,
@@ -67,12 +68,12 @@ INT32 = range(-(2**31), 2**31)
 
 
 @pytest.fixture
-def queue(queue_path: Path) -> SqliteQueue:
-    return SqliteQueue(str(queue_path))
+def queue(queue_path: Path) -> Queue:
+    return open_queue(str(queue_path))
 
 
 @pytest.fixture
-def states(queue: SqliteQueue) -> States:
+def states(queue: Queue) -> States:
     return every_state(queue, at=time.time())
 
 
@@ -160,7 +161,7 @@ def test_events_json_lists_cloud_events_newest_first_with_their_status(
 
 
 def test_events_jsonl_prints_valid_cloud_events_with_scalar_extensions(
-    queue: SqliteQueue, states: States
+    queue: Queue, states: States
 ) -> None:
     queue.publish([prepare("order.refunded", payload={"order": 8}, key="refund-8")])
 
@@ -190,7 +191,7 @@ def test_events_status_keeps_events_with_a_delivery_in_that_state(states: States
 
 
 def test_events_name_pattern_since_until_and_limit_select_events(
-    queue: SqliteQueue, states: States
+    queue: Queue, states: States
 ) -> None:
     def ids(*args: str) -> list[str]:
         result = invoke("events", "--jsonl", *args)
@@ -204,24 +205,6 @@ def test_events_name_pattern_since_until_and_limit_select_events(
     assert ids("--limit", "2") == [states.delayed, states.pending]
     old = publish(queue, "order.created", at=time.time() - 3 * 86400)
     assert ids("--until", "2d") == [old]
-
-
-def test_since_and_until_compare_the_publish_time_exactly_within_a_millisecond(
-    queue: SqliteQueue,
-) -> None:
-    # Time ranges are looked up as id ranges; ids only hold the millisecond.
-    at = 1_700_000_000.0005
-    before = publish(queue, "order.created", at=at - 0.0002)
-    exact = publish(queue, "order.created", at=at)
-    after = publish(queue, "order.created", at=at + 0.0002)
-
-    def ids(selection: EventSelection) -> set[str]:
-        return {event["id"] for event in queue.events(selection, limit=None)}
-
-    assert ids(EventSelection(since=at)) == {after, exact}
-    assert ids(EventSelection(until=at)) == {before}
-    assert ids(EventSelection(since=at - 0.0002, until=at + 0.0002)) == {exact, before}
-    assert ids(EventSelection(since=0, until=4e12)) == {after, exact, before}
 
 
 def test_events_piped_prints_one_tab_separated_line_per_event(states: States) -> None:
@@ -323,49 +306,3 @@ def test_show_an_unknown_event_exits_2_with_one_line(states: States) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("Error: no event with id '01NOSUCHEVENT'")
     assert len(result.stderr.splitlines()) == 1
-
-
-# Indexes
-
-
-def query_plans(queue: SqliteQueue, run: Any) -> list[tuple[str, list[str]]]:
-    """Run `run()` and return each statement it executed with its query plan."""
-    statements: list[str] = []
-    queue.conn.set_trace_callback(statements.append)
-    try:
-        run()
-    finally:
-        queue.conn.set_trace_callback(None)
-    return [
-        (sql, [row[3] for row in queue.conn.execute(f"EXPLAIN QUERY PLAN {sql}")])
-        for sql in statements
-        if sql.lstrip().upper().startswith("SELECT")
-    ]
-
-
-def test_status_and_events_read_the_event_log_through_indexes(
-    queue: SqliteQueue, states: States
-) -> None:
-    def common_queries() -> None:
-        queue.status()
-        queue.events()
-        queue.events(EventSelection(name="order.*", since=time.time() - 3600))
-        queue.events(EventSelection(since=time.time() - 40, until=time.time() - 15))
-        for status in STATES:
-            queue.events(status=status)
-        queue.event(states.dead)
-        queue.replay_count(EventSelection(since=time.time() - 3600), receiver="shop:audit")
-        queue.prunable_count(time.time() - 30)
-        queue.prune(time.time() - 86400)
-
-    plans = query_plans(queue, common_queries)
-
-    assert len(plans) > 10
-    full_scan = re.compile(r"^SCAN (evq_event|evq_delivery|evq_attempt|e|d)\b(?! USING)")
-    for sql, plan in plans:
-        assert not [step for step in plan if full_scan.match(step)], (sql, plan)
-    # There is no index on published_at: a time range is a range of the id index.
-    ranged = [plan for sql, plan in plans if "published_at <" in sql or "published_at >" in sql]
-    assert len(ranged) >= 4
-    for plan in ranged:
-        assert any(re.match(r"^SEARCH e USING INDEX \S+ \(id[<>]", step) for step in plan), plan

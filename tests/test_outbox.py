@@ -16,11 +16,11 @@ from conftest import calls, evq_env, run_evq
 
 import evq
 import evq.publisher
-from evq.errors import PayloadTooLarge
+from evq.errors import OutboxUnsupported, PayloadTooLarge
 
 
 def open_app_db(path: Path) -> sqlite3.Connection:
-    assert evq.publisher.queue().conn  # evq's tables exist before the app's transactions
+    evq.publisher.queue().publish([])  # evq's tables exist before the app's transactions
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, status TEXT)")
     conn.commit()
@@ -193,3 +193,32 @@ def test_publish_many_keeps_keys_and_delays_per_event(queue_path: Path) -> None:
             "SELECT due_at - published_at FROM evq_event WHERE id = ?", fraction
         ).fetchone()
     assert delay == 0.5
+
+
+class NotSqlite3:
+    """A connection of another driver, to a database evq cannot write into."""
+
+
+@pytest.mark.parametrize("connection", [object(), NotSqlite3()])
+def test_publishing_within_a_connection_the_backend_cannot_use_is_refused(
+    queue_path: Path, connection: object
+) -> None:
+    kind = type(connection)
+    with pytest.raises(OutboxUnsupported) as info:
+        evq.publish("order.paid", payload={}, connection=connection)
+
+    assert f"{kind.__module__}.{kind.__qualname__}" in str(info.value)
+    assert "sqlite3" in str(info.value)  # what would work
+    assert isinstance(info.value, evq.InvalidInput)
+    assert evq.publisher.queue().status().published == 0
+
+
+def test_the_outbox_refuses_a_foreign_connection_through_the_queue_too(queue_path: Path) -> None:
+    queue = evq.publisher.queue()
+    assert "sqlite3" in queue.capabilities.outbox
+    event = evq.publisher.prepare("order.paid", payload={})
+
+    with pytest.raises(OutboxUnsupported, match=r"builtins\.object"):
+        queue.publish_within(object(), [event])
+
+    assert queue.event(event.id) is None

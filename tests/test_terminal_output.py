@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_evq
-from queue_states import run_in_terminal, run_in_terminal_for
+from terminal import run_in_terminal, run_in_terminal_for
 
 import evq
 

@@ -16,6 +16,7 @@ import click
 from evq.cli.options import DURATION, url_option
 from evq.cli.output import Column, output_options, render
 from evq.errors import InvalidInput, NotFound
+from evq.storage.contract import DeadLetter, Queue, Role
 
 COLUMNS = [
     Column("id", "ID", justify="right"),
@@ -56,10 +57,10 @@ def list_dead(
 
 
 @dlq.command("show")
-@click.argument("delivery_id", type=int)
+@click.argument("delivery_id")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @url_option
-def show_dead(delivery_id: int, as_json: bool, url: str) -> None:
+def show_dead(delivery_id: str, as_json: bool, url: str) -> None:
     """Show one dead letter: its event, payload, receiver, attempts, error and traceback."""
     letters = _select(url, ids=[delivery_id])
     if not letters:
@@ -78,14 +79,14 @@ def show_dead(delivery_id: int, as_json: bool, url: str) -> None:
 
 
 @dlq.command("redrive")
-@click.argument("delivery_ids", nargs=-1, type=int, metavar="[ID]...")
+@click.argument("delivery_ids", nargs=-1, metavar="[ID]...")
 @click.option("--all", "everything", is_flag=True, help="Redrive every dead letter.")
 @click.option("--receiver", metavar="MODULE:QUALNAME", help="Redrive this receiver's.")
 @click.option("--name", "pattern", metavar="PATTERN", help="Redrive those of matching events.")
 @click.option("--dry-run", is_flag=True, help="Only say how many would be redriven.")
 @url_option
 def redrive(
-    delivery_ids: tuple[int, ...],
+    delivery_ids: tuple[str, ...],
     everything: bool,
     receiver: str | None,
     pattern: str | None,
@@ -105,7 +106,7 @@ def redrive(
 
 
 @dlq.command("purge")
-@click.argument("delivery_ids", nargs=-1, type=int, metavar="[ID]...")
+@click.argument("delivery_ids", nargs=-1, metavar="[ID]...")
 @click.option("--all", "everything", is_flag=True, help="Purge every dead letter.")
 @click.option(
     "--older-than", type=DURATION, metavar="DURATION", help="Purge those dead for longer: 30d."
@@ -114,7 +115,7 @@ def redrive(
 @click.option("--dry-run", is_flag=True, help="Only say how many would be purged.")
 @url_option
 def purge(
-    delivery_ids: tuple[int, ...],
+    delivery_ids: tuple[str, ...],
     everything: bool,
     older_than: float | None,
     receiver: str | None,
@@ -134,85 +135,84 @@ def purge(
 # Private
 
 
-def _queue(url: str) -> Any:
+def _queue(url: str, *, role: Role = "publish") -> Queue:
     from evq.storage import open_queue
 
-    return open_queue(url, create=False)
+    return open_queue(url, role=role, create=False)
 
 
 def _select(
     url: str,
     *,
-    ids: list[int] | None = None,
+    ids: list[str] | None = None,
     receiver: str | None = None,
     pattern: str | None = None,
     older_than: float | None = None,
     limit: int | None = None,
-) -> list[dict[str, Any]]:
+) -> list[DeadLetter]:
     from evq.names import matches, validate_pattern
 
     if pattern is not None:
         validate_pattern(pattern)
-    letters: list[dict[str, Any]] = _queue(url).dead_letters(
+    letters = _queue(url, role="inspect").dead_letters(
         ids=ids or (),
         receiver=receiver,
         older_than=older_than,
         limit=None if pattern is not None else limit,
     )
     if pattern is not None:
-        letters = [letter for letter in letters if matches(pattern, letter["name"])][:limit]
+        letters = [letter for letter in letters if matches(pattern, letter.name)][:limit]
     return letters
 
 
 def _choose(
     url: str,
-    delivery_ids: tuple[int, ...],
+    delivery_ids: tuple[str, ...],
     everything: bool,
     receiver: str | None,
     pattern: str | None,
     *,
     older_than: float | None,
-) -> list[int]:
+) -> list[str]:
     filters = receiver is not None or pattern is not None or older_than is not None
     if sum([bool(delivery_ids), everything, filters]) != 1:
         raise click.UsageError("choose dead letters by ID, or with --all, or with filters")
     if everything:
-        return [letter["id"] for letter in _select(url)]
+        return [letter.id for letter in _select(url)]
     if delivery_ids:
-        found = {letter["id"] for letter in _select(url, ids=list(delivery_ids))}
-        missing = [str(i) for i in delivery_ids if i not in found]
+        found = {letter.id for letter in _select(url, ids=list(delivery_ids))}
+        missing = [i for i in delivery_ids if i not in found]
         if missing:
             raise InvalidInput(f"not dead letters: {', '.join(missing)}; nothing was changed")
         return list(delivery_ids)
     cutoff = None if older_than is None else time.time() - older_than
     return [
-        letter["id"]
-        for letter in _select(url, receiver=receiver, pattern=pattern, older_than=cutoff)
+        letter.id for letter in _select(url, receiver=receiver, pattern=pattern, older_than=cutoff)
     ]
 
 
-def _record(letter: dict[str, Any], *, with_details: bool) -> dict[str, Any]:
+def _record(letter: DeadLetter, *, with_details: bool) -> dict[str, Any]:
     from evq.errors import InvalidPayload
     from evq.event import timestamp_to_datetime
     from evq.payload import decode_payload
 
     record = {
-        "id": letter["id"],
-        "event_id": letter["event_id"],
-        "name": letter["name"],
-        "receiver": letter["receiver"],
-        "attempts": letter["attempts"],
-        "dead_at": timestamp_to_datetime(letter["dead_at"]).isoformat(),
-        "published_at": timestamp_to_datetime(letter["published_at"]).isoformat(),
-        "error": letter["error"],
+        "id": letter.id,
+        "event_id": letter.event_id,
+        "name": letter.name,
+        "receiver": letter.receiver,
+        "attempts": letter.attempts,
+        "dead_at": timestamp_to_datetime(letter.dead_at).isoformat(),
+        "published_at": timestamp_to_datetime(letter.published_at).isoformat(),
+        "error": letter.error,
     }
     if with_details:
         try:
-            record["payload"] = decode_payload(letter["payload"])
+            record["payload"] = decode_payload(letter.payload)
         except InvalidPayload:
-            raw = letter["payload"]
+            raw = letter.payload
             record["payload"] = raw if isinstance(raw, str) else repr(raw)
-        record["traceback"] = letter["traceback"]
+        record["traceback"] = letter.traceback
     return record
 
 

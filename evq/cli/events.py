@@ -19,19 +19,23 @@ are CloudEvents extensions, so their names are lowercase letters and digits star
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 import click
 
 from evq.cli.options import TIME, url_option
 from evq.cli.output import Column, is_terminal, output_options, render
 from evq.errors import NotFound
-from evq.storage import Queue, open_queue
-from evq.storage.sqlite import DELIVERY_STATES, EventSelection
+from evq.storage import open_queue
+from evq.storage.contract import (
+    DELIVERY_STATES,
+    DeliveryRecord,
+    DeliveryState,
+    EventRecord,
+    EventSelection,
+)
 
 # The extension attribute holding the number of deliveries in each state.
 STATE_ATTRIBUTES = {state: f"evq{state}" for state in DELIVERY_STATES}
@@ -96,7 +100,7 @@ def events(
     name: str | None,
     since: float | None,
     until: float | None,
-    status: str | None,
+    status: DeliveryState | None,
     limit: int,
     output_format: str | None,
     url: str,
@@ -114,9 +118,9 @@ def events(
       evq events --status dead --jsonl | jq -r .id
     """
     selection = _selection(name, since, until)
-    queue = open_queue(url, create=False)
+    queue = open_queue(url, role="inspect", create=False)
     records = [
-        cloud_event(event, source=source(queue))
+        cloud_event(event, source=queue.source)
         for event in queue.events(selection, status=status, limit=limit)
     ]
     if output_format is None and is_terminal(sys.stdout):
@@ -149,12 +153,12 @@ def show(event_id: str, as_json: bool, url: str) -> None:
     replay, finished time, last error) and `attempt` (delivery, attempt, outcome, started
     time, seconds, worker, error). An unknown id exits with code 2.
     """
-    queue = open_queue(url, create=False)
+    queue = open_queue(url, role="inspect", create=False)
     event = queue.event(event_id)
     if event is None:
-        raise NotFound(f"no event with id {event_id!r} in {queue.path!r}")
-    record = cloud_event(event, source=source(queue))
-    deliveries = [_delivery(d) for d in event["delivery_list"]]
+        raise NotFound(f"no event with id {event_id!r} in {queue.location}")
+    record = cloud_event(event, source=queue.source)
+    deliveries = [_delivery(d) for d in event.deliveries]
     if as_json:
         document = {"event": record, "deliveries": deliveries}
         render([], [], output_format="json", document=document)
@@ -167,38 +171,29 @@ def show(event_id: str, as_json: bool, url: str) -> None:
 # Shared with the other inspection commands
 
 
-def cloud_event(event: dict[str, Any], *, source: str) -> dict[str, Any]:
+def cloud_event(event: EventRecord, *, source: str) -> dict[str, Any]:
     """Return a stored event (from `Queue.events()`) as a CloudEvent 1.0 (JSON format).
 
     Extension attributes without a value (no key, not due, not dispatched) are left out, as
     CloudEvents wants; the delivery counts are always there.
     """
-    counts: dict[str, int] = event["deliveries"]
     record: dict[str, Any] = {
         "specversion": "1.0",
-        "id": event["id"],
-        "type": event["name"],
+        "id": event.id,
+        "type": event.name,
         "source": source,
-        "time": iso(event["published_at"]),
+        "time": iso(event.published_at),
         "datacontenttype": "application/json",
-        "data": _payload(event["payload"]),
-        "evqstatus": event["status"],
-        "evqkey": event["key"],
-        "evqdueat": iso(event["due_at"]),
-        "evqdispatchedat": iso(event["dispatched_at"]),
-        "evqdeliveries": sum(counts.values()),
+        "data": _payload(event.payload),
+        "evqstatus": event.status,
+        "evqkey": event.key,
+        "evqdueat": iso(event.due_at),
+        "evqdispatchedat": iso(event.dispatched_at),
+        "evqdeliveries": sum(event.counts.values()),
     }
     for state, attribute in STATE_ATTRIBUTES.items():
-        record[attribute] = counts.get(state, 0)
+        record[attribute] = event.counts.get(state, 0)
     return {name: value for name, value in record.items() if value is not None}
-
-
-def source(queue: Queue) -> str:
-    """Return the CloudEvents `source` of the events of `queue`: evq:// and its path.
-
-    The path is percent-encoded where needed (spaces, for one), so that it is a valid URI.
-    """
-    return "evq://" + quote(os.path.abspath(queue.path))
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -244,36 +239,36 @@ def _payload(text: str | bytes) -> Any:
         return text if isinstance(text, str) else text.decode("utf-8", "replace")
 
 
-def _delivery(delivery: dict[str, Any]) -> dict[str, Any]:
+def _delivery(delivery: DeliveryRecord) -> dict[str, Any]:
     return {
-        "id": delivery["id"],
-        "receiver": delivery["receiver"],
-        "state": delivery["state"],
-        "attempts": delivery["attempt"],
-        "failures": delivery["failures"],
-        "replay": delivery["replay"],
-        "created_at": iso(delivery["created_at"]),
-        "due_at": iso(delivery["due_at"]),
-        "started_at": iso(delivery["started_at"]),
-        "finished_at": iso(delivery["finished_at"]),
-        "worker": delivery["lease_owner"],
-        "last_error": delivery["last_error"],
-        "traceback": delivery["traceback"],
+        "id": delivery.id,
+        "receiver": delivery.receiver,
+        "state": delivery.state,
+        "attempts": delivery.attempts,
+        "failures": delivery.failures,
+        "replay": delivery.replay,
+        "created_at": iso(delivery.created_at),
+        "due_at": iso(delivery.due_at),
+        "started_at": iso(delivery.started_at),
+        "finished_at": iso(delivery.finished_at),
+        "worker": delivery.worker,
+        "last_error": delivery.last_error,
+        "traceback": delivery.traceback,
         "history": [
             {
-                "attempt": attempt["attempt"],
-                "outcome": attempt["outcome"],
-                "worker": attempt["worker"],
-                "started_at": iso(attempt["started_at"]),
-                "finished_at": iso(attempt["finished_at"]),
+                "attempt": attempt.attempt,
+                "outcome": attempt.outcome,
+                "worker": attempt.worker,
+                "started_at": iso(attempt.started_at),
+                "finished_at": iso(attempt.finished_at),
                 "duration_seconds": (
                     None
-                    if attempt["started_at"] is None
-                    else round(attempt["finished_at"] - attempt["started_at"], 6)
+                    if attempt.started_at is None
+                    else round(attempt.finished_at - attempt.started_at, 6)
                 ),
-                "error": attempt["error"],
+                "error": attempt.error,
             }
-            for attempt in delivery["history"]
+            for attempt in delivery.history
         ],
     }
 

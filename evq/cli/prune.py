@@ -9,7 +9,7 @@ import click
 from evq.cli.events import iso
 from evq.cli.options import DURATION, url_option
 from evq.cli.output import render
-from evq.storage import open_queue
+from evq.storage import open_queue, rules
 
 
 @click.command()
@@ -41,7 +41,7 @@ def prune(older_than: float, dry_run: bool, as_json: bool, url: str) -> None:
     """
     cutoff = time.time() - older_than
     queue = open_queue(url, create=False)
-    count = queue.prunable_count(cutoff) if dry_run else queue.prune(cutoff)
+    count = rules.prune(queue, cutoff, dry_run=dry_run)
     if as_json:
         document = {"events": count, "before": iso(cutoff), "dry_run": dry_run}
         render([], [], output_format="json", document=document)

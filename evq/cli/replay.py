@@ -8,7 +8,7 @@ from evq.cli.events import _selection
 from evq.cli.options import TIME, url_option
 from evq.cli.output import render
 from evq.errors import InvalidReceiver
-from evq.storage import open_queue
+from evq.storage import open_queue, rules
 
 
 @click.command()
@@ -60,9 +60,9 @@ def replay(
         )
     queue = open_queue(url, create=False)
     if dry_run:
-        count = queue.replay_count(selection, receiver=receiver)
+        count = rules.replay(queue, selection, receiver=receiver, dry_run=True)
     else:
-        count = queue.replay(selection, receiver=receiver)
+        count = rules.replay(queue, selection, receiver=receiver)
     if as_json:
         document = {"deliveries": count, "dry_run": dry_run}
         render([], [], output_format="json", document=document)

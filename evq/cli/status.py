@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from typing import Any
@@ -14,9 +13,8 @@ from evq.cli.events import ago, iso
 from evq.cli.options import DURATION, url_option
 from evq.cli.output import Column, is_terminal, output_options, render, use_color
 from evq.storage import Queue, open_queue
-from evq.storage.sqlite import RATE_WINDOW_SECONDS, WORKER_SEEN_WITHIN_SECONDS
+from evq.storage.rules import RATE_WINDOW_SECONDS, WORKER_SEEN_WITHIN_SECONDS
 
-EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
 
 _COUNTS = (
@@ -95,7 +93,7 @@ def status(
     """
     if watch and check:
         raise click.UsageError("--watch and --check cannot be used together")
-    queue = open_queue(url, create=False)
+    queue = open_queue(url, role="inspect", create=False)
     if check:
         _check(queue, max_age, output_format)
     elif watch:
@@ -110,7 +108,7 @@ def status_document(queue: Queue) -> dict[str, Any]:
     age = None if snapshot.oldest_due_at is None else snapshot.time - snapshot.oldest_due_at
     finished = snapshot.delivered_last_minute + snapshot.failed_last_minute
     return {
-        "queue": os.path.abspath(queue.path),
+        "queue": queue.location,
         "time": iso(snapshot.time),
         "events": {
             "published": snapshot.published,
@@ -131,10 +129,12 @@ def status_document(queue: Queue) -> dict[str, Any]:
         "failed_last_minute": snapshot.failed_last_minute,
         "workers": [
             {
-                **worker,
-                "started_at": iso(worker["started_at"]),
-                "seen_at": iso(worker["seen_at"]),
-                "info": _info(worker["info"]),
+                "id": worker.id,
+                "hostname": worker.hostname,
+                "pid": worker.pid,
+                "started_at": iso(worker.started_at),
+                "seen_at": iso(worker.seen_at),
+                "info": _info(worker.info),
             }
             for worker in snapshot.workers
         ],

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from typing import ClassVar
 
 import click
 
+from evq import config
 from evq.cli.options import DURATION, app_option, apply_settings, url_option
 
 
@@ -42,7 +42,7 @@ from evq.cli.options import DURATION, app_option, apply_settings, url_option
     "--lease",
     "lease_seconds",
     type=DURATION,
-    default="30s",
+    default=f"{config.DEFAULT_LEASE_SECONDS:g}s",
     show_default=True,
     envvar="EVQ_LEASE",
     show_envvar=True,
@@ -52,7 +52,7 @@ from evq.cli.options import DURATION, app_option, apply_settings, url_option
 @click.option(
     "--shutdown-timeout",
     type=DURATION,
-    default="30s",
+    default=f"{config.DEFAULT_SHUTDOWN_TIMEOUT_SECONDS:g}s",
     show_default=True,
     show_envvar=True,
     help="On SIGTERM, SIGINT or SIGHUP, wait this long for running receivers, then give their"
@@ -61,7 +61,7 @@ from evq.cli.options import DURATION, app_option, apply_settings, url_option
 @click.option(
     "--prefetch",
     type=click.IntRange(min=1),
-    default=16,
+    default=config.DEFAULT_PREFETCH,
     show_default=True,
     show_envvar=True,
     help="Deliveries leased per transaction.",
@@ -109,7 +109,11 @@ def worker(
     settings = apply_settings(url)
     _configure_logging(quiet)
     loaded = subscriptions.load(subscriptions.split_apps(apps), entry_points=entry_points)
-    open_queue(settings.url).close()  # create the file now, with a clear error if we cannot
+    # Create the queue now (or find that it cannot be used), with a clear error if not.
+    queue = open_queue(settings.url, role="work")
+    queue.check()
+    location = queue.location
+    queue.close()
     from evq.worker import WorkerOptions, create_consumer
 
     options = WorkerOptions(
@@ -128,7 +132,7 @@ def worker(
     log.info(
         "evq worker %s: queue %s, %d %s worker%s, lease %s%s",
         _version(),
-        os.path.abspath(options.url.removeprefix("sqlite:///")),
+        location,
         workers,
         worker_type,
         "" if workers == 1 else "s",
@@ -146,6 +150,11 @@ def worker(
         format_seconds(time.monotonic() - started),
         consumer.huey.delivered,
     )
+    fatal = consumer.huey.storage.outage.fatal
+    if fatal is not None:
+        from evq.errors import StorageError
+
+        raise StorageError(f"the worker stopped: {fatal}")
 
 
 def _version() -> str:

@@ -16,7 +16,7 @@ import os
 import select
 import time
 
-from evq.storage.sqlite import SqliteQueue
+from evq.storage.sqlite.connection import Connection
 
 # Without inotify: how often to look. 5 ms keeps latency low at about 1-3 % of a core.
 POLL_SECONDS = 0.005
@@ -32,10 +32,14 @@ _IN_CLOEXEC = 0o2000000
 class ChangeWatcher:
     """Waits for commits to a queue file by other connections."""
 
-    def __init__(self, url: str) -> None:
-        self._queue = SqliteQueue(url, sync="normal")
-        self._version = self._queue.data_version()
-        self._inotify = _Inotify.watch(self._queue.path + "-wal")
+    def __init__(self, path: str) -> None:
+        self._connection = Connection(path, sync="normal", create=True)
+        self._version = self._data_version()
+        self._inotify = _Inotify.watch(path + "-wal")
+
+    def _data_version(self) -> int:
+        # Changes when another connection commits: a cheap way to notice new events.
+        return int(self._connection.fetch("PRAGMA data_version")[0][0])
 
     @property
     def uses_inotify(self) -> bool:
@@ -44,7 +48,7 @@ class ChangeWatcher:
 
     def changed(self) -> bool:
         """Tell whether another connection committed since the last call."""
-        version = self._queue.data_version()
+        version = self._data_version()
         if version != self._version:
             self._version = version
             return True
@@ -68,7 +72,7 @@ class ChangeWatcher:
 
     def close(self) -> None:
         """Release the watcher's connection and inotify descriptor."""
-        self._queue.close()
+        self._connection.close()
         if self._inotify is not None:
             self._inotify.close()
 

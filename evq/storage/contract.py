@@ -1,0 +1,484 @@
+"""The storage contract: what crosses the seam between evq and a queue backend.
+
+Every backend (`evq.storage.sqlite` today) implements `Queue` and speaks only in the types
+below. A backend *stores and fetches*; the rules of the domain (which state a person sees, when
+a delivery becomes a dead letter, what a replay delivers, when an event may be pruned) live in
+`evq.storage.rules`, written once, and every backend applies them from there.
+
+Times are Unix timestamps (seconds, float). Ids that cross the seam (events, deliveries, dead
+letters) are opaque strings: a backend may store them as it likes, and an id it does not know
+(or cannot even parse) is simply not found.
+
+The promises a backend makes, which the contract suite (`tests/contract/`) checks on each:
+
+- **Atomic**: `publish` stores all of its events or none; `lease` records its outcomes, fans
+  new events out and takes its leases in one step; `redrive`, `purge`, each replay batch and each
+  prune batch are one step each. A crash between two steps loses nothing and repeats at most
+  the attempts whose outcome was not recorded yet.
+- **Fenced by the lease**: an outcome, and a renewal, count only while the delivery is still at
+  the attempt the worker leased (`Lease.attempt` is the fencing token). A worker whose lease
+  expired and was taken over cannot overwrite the newer attempt, nor its history.
+- **Lazy where allowed**: fan-out happens when a worker leases, not at publish; statistics and
+  heartbeats of workers may be dropped after a day; a backend may count status numbers from
+  counters and indexes instead of scanning.
+
+Only the standard library is imported: publishing must start fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, NamedTuple, Protocol
+
+#: What happened to one leased attempt: `done`; `retry` (run again at `Outcome.retry_at`);
+#: `dead` (a dead letter); `release` (interrupted by a shutdown, or never started: the delivery
+#: is available again at once, and an attempt that never started gives its number back).
+OutcomeKind = Literal["done", "retry", "dead", "release"]
+OUTCOME_KINDS: tuple[OutcomeKind, ...] = ("done", "retry", "dead", "release")
+
+#: The state a person sees of a delivery (see `evq.storage.rules.user_state`).
+DeliveryState = Literal["pending", "scheduled", "running", "retrying", "done", "dead"]
+DELIVERY_STATES: tuple[DeliveryState, ...] = (
+    "pending",
+    "scheduled",
+    "running",
+    "retrying",
+    "done",
+    "dead",
+)
+
+#: What a backend stores of a delivery's state: `pending` covers pending, scheduled and
+#: retrying, which differ only by the delivery's due time and failures.
+StoredState = Literal["pending", "running", "done", "dead"]
+
+#: Who opens a queue, so that a backend can choose how durably to write. Publishers wait for
+#: durable commits; a worker may write its outcomes less durably (a lost outcome only repeats a
+#: delivery); inspection only reads.
+Role = Literal["publish", "work", "inspect"]
+
+
+class NewEvent(NamedTuple):
+    """An event ready to be stored: validated, with its payload already encoded as JSON."""
+
+    id: str
+    name: str
+    payload: str
+    published_at: float
+    due_at: float
+    key: str | None = None
+
+
+class Lease(NamedTuple):
+    """A delivery a worker has taken, with what it needs to call the receiver.
+
+    `attempt` is the attempt number this lease runs and the fencing token of its outcome;
+    `attempt_base` is where the receiver's count starts (a redrive restarts it), so the
+    receiver sees `attempt - attempt_base`.
+    """
+
+    delivery_id: str
+    attempt: int
+    attempt_base: int
+    failures: int
+    receiver: str
+    event_id: str
+    name: str
+    payload: str
+    published_at: float
+    lease_seconds: float
+    replay: bool
+
+
+class Outcome(NamedTuple):
+    """What happened to one leased attempt; recorded with `Queue.record()` or `Queue.lease()`.
+
+    `started_at` is None for an attempt that never called the receiver. `counts_as_failure`
+    is False when the receiver is not to blame (it was never called, say): the failure count,
+    which decides retries, is left alone.
+    """
+
+    lease: Lease
+    kind: OutcomeKind
+    started_at: float | None
+    finished_at: float
+    retry_at: float | None = None
+    error: str | None = None
+    traceback: str | None = None
+    counts_as_failure: bool = True
+
+
+class LeaseBatch(NamedTuple):
+    """The result of one `Queue.lease()` call: the leases taken, when the next delivery is
+    due (if none was taken), and how many deliveries became dead letters meanwhile."""
+
+    leases: list[Lease]
+    next_due: float | None
+    dead_lettered: int = 0
+
+
+class Routing:
+    """What a worker tells the queue about the receivers it serves, as plain data.
+
+    `subscriptions` pairs each subscription pattern with its receiver (`module:qualname`);
+    `lease_seconds` gives, for every receiver this worker runs, how long a lease on one of its
+    deliveries lasts. A backend never calls back into application code: matching a name
+    against the patterns (`receivers_for`) is pure and cached.
+    """
+
+    __slots__ = ("_cache", "lease_seconds", "subscriptions")
+
+    def __init__(
+        self, *, subscriptions: tuple[tuple[str, str], ...], lease_seconds: Mapping[str, float]
+    ) -> None:
+        self.subscriptions = subscriptions
+        self.lease_seconds = lease_seconds
+        self._cache: dict[str, tuple[str, ...]] = {}
+
+    def receivers_for(self, name: str, /) -> tuple[str, ...]:
+        """Return each receiver subscribed to the event `name` once, in subscription order."""
+        receivers = self._cache.get(name)
+        if receivers is None:
+            from evq.names import matches
+
+            receivers = tuple(
+                dict.fromkeys(r for pattern, r in self.subscriptions if matches(pattern, name))
+            )
+            self._cache[name] = receivers
+        return receivers
+
+    def lease_for(self, receiver: str, /) -> float | None:
+        """Return the lease of `receiver`'s deliveries, or None if this worker does not run it."""
+        return self.lease_seconds.get(receiver)
+
+
+class EventSelection(NamedTuple):
+    """Which stored events an inspection or a replay is about; None selects everything.
+
+    `name` is a subscription pattern (`order.*`); `since` and `until` bound `published_at`
+    (`since` included, `until` excluded).
+    """
+
+    name: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    @property
+    def everything(self) -> bool:
+        """Whether this selects every stored event."""
+        return self.name is None and self.since is None and self.until is None
+
+
+class WorkerRecord(NamedTuple):
+    """A worker seen recently: its id, where it runs, and what it told (`info`, JSON text)."""
+
+    id: str
+    hostname: str
+    pid: int
+    started_at: float
+    seen_at: float
+    info: str
+
+
+class QueueStatus(NamedTuple):
+    """A snapshot of a queue, read from counters and indexes.
+
+    `published` counts every event ever stored, pruned ones included. `awaiting_dispatch`
+    counts the events no worker has fanned out yet, `delayed` those among them published with a
+    delay that has not ended. `oldest_due_at` is when the delivery that has waited longest for a
+    worker became due (for an event not fanned out yet: when it was published), or None if
+    nothing is waiting.
+    """
+
+    time: float
+    published: int
+    awaiting_dispatch: int
+    delayed: int
+    pending: int
+    scheduled: int
+    retrying: int
+    running: int
+    dead: int
+    oldest_due_at: float | None
+    delivered_last_minute: int
+    failed_last_minute: int
+    workers: list[WorkerRecord]
+
+
+class AttemptRecord(NamedTuple):
+    """One finished attempt of a delivery: its outcome (`done`, `retry`, `dead`, `lost`,
+    `interrupted`), the worker that ran it, and its error."""
+
+    attempt: int
+    outcome: str
+    worker: str | None
+    started_at: float | None
+    finished_at: float
+    error: str | None
+
+
+class DeliveryRecord(NamedTuple):
+    """One delivery of an event to a receiver, as a person sees it, with its history."""
+
+    id: str
+    receiver: str
+    state: DeliveryState
+    attempts: int
+    failures: int
+    replay: bool
+    created_at: float
+    due_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    worker: str | None
+    last_error: str | None
+    traceback: str | None
+    history: tuple[AttemptRecord, ...] = ()
+
+
+class EventRecord(NamedTuple):
+    """A stored event with its status and the number of its deliveries in each state.
+
+    `due_at` is set while no worker has fanned the event out yet; `deliveries` is filled by
+    `Queue.event()` only.
+    """
+
+    id: str
+    name: str
+    payload: str
+    published_at: float
+    due_at: float | None
+    dispatched_at: float | None
+    key: str | None
+    status: DeliveryState
+    counts: Mapping[DeliveryState, int]
+    deliveries: tuple[DeliveryRecord, ...] = ()
+
+
+class DeadLetter(NamedTuple):
+    """A delivery that became a dead letter, with its event."""
+
+    id: str
+    receiver: str
+    attempts: int
+    failures: int
+    dead_at: float
+    error: str | None
+    traceback: str | None
+    created_at: float
+    event_id: str
+    name: str
+    payload: str
+    published_at: float
+
+
+class StoredCounts(NamedTuple):
+    """How many deliveries a backend holds in one stored state, split as `rules.user_state`
+    needs it: by whether they failed before and whether they are due after `now`."""
+
+    state: StoredState
+    failed: bool
+    later: bool
+    deliveries: int
+
+
+class PruneCandidate(NamedTuple):
+    """An event old enough to prune, as a prune step fetches it (see `rules.is_finished`)."""
+
+    event_id: str
+    dispatched: bool
+    unfinished_deliveries: int
+
+
+class ChangeWatcher(Protocol):
+    """Wakes an idle worker when the queue may have new work (a backend capability)."""
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for a change; tell whether there may be one."""
+        ...
+
+    def close(self) -> None:
+        """Release what the watcher holds (connections, descriptors)."""
+        ...
+
+
+class Capabilities(NamedTuple):
+    """What a backend can do beyond the contract's core.
+
+    `wakeup`: `Queue.watch()` returns a watcher that wakes an idle worker within milliseconds of
+    a commit (without it, workers poll). `outbox`: `Queue.publish_within()` writes inside a
+    caller's transaction on the connection types named here. `durability`: the values of the
+    backend's `sync` URL parameter, most durable first.
+    """
+
+    wakeup: bool = False
+    outbox: tuple[str, ...] = ()
+    durability: tuple[str, ...] = ()
+
+
+class Queue(Protocol):
+    """What evq needs from a queue backend; one handle per process, safe across threads."""
+
+    url: str
+    capabilities: Capabilities
+
+    @property
+    def location(self) -> str:
+        """Where the queue lives, for people: a file's absolute path, a server's address
+        (never a password)."""
+        ...
+
+    @property
+    def source(self) -> str:
+        """The CloudEvents `source` of the events stored here (`evq:///path/to/evq.db`)."""
+        ...
+
+    def check(self) -> None:
+        """Make sure the queue can be used: reach it, create or upgrade its tables, and check
+        its integrity as far as the backend can; raise `QueueUnusable` (or `StorageError`)
+        if not. A worker calls it once at start, so that a broken queue stops it at once."""
+        ...
+
+    # Publishing
+
+    def publish(self, events: Sequence[NewEvent]) -> list[str]:
+        """Store `events` durably, atomically; return their ids. An event whose idempotency
+        key is already stored is not stored again: its place holds the first event's id."""
+        ...
+
+    def publish_within(self, connection: Any, events: Sequence[NewEvent]) -> list[str]:
+        """Store `events` inside the caller's open transaction on `connection`, which the
+        caller commits or rolls back (the transactional outbox). A backend without the
+        capability raises `OutboxUnsupported`."""
+        ...
+
+    # Delivering
+
+    def lease(
+        self,
+        routing: Routing,
+        *,
+        owner: str,
+        limit: int,
+        outcomes: Sequence[Outcome] = (),
+        dispatch_limit: int = 256,
+        now: float | None = None,
+    ) -> LeaseBatch:
+        """Atomically: record `outcomes` (fenced), fan up to `dispatch_limit` new events out to
+        `routing`'s receivers, and lease up to `limit` due deliveries to `owner`.
+
+        Deliveries that `rules.dead_reason` condemns become dead letters instead of leases; a
+        delivery whose lease expired (its worker was lost) is leased alone (`rules`). When
+        nothing is due and there is nothing to record, a backend may skip the write."""
+        ...
+
+    def record(self, outcomes: Sequence[Outcome], *, owner: str) -> None:
+        """Record outcomes of leased attempts, each only if its lease is still current."""
+        ...
+
+    def renew(self, leases: Sequence[tuple[Lease, float]]) -> int:
+        """Extend running leases to the given expiry times (fenced); return how many were
+        still held."""
+        ...
+
+    def next_due(self) -> float | None:
+        """Return when the earliest delivery is due; an event not fanned out yet counts as due
+        since it was published."""
+        ...
+
+    def running_count(self, owner_prefix: str) -> int:
+        """Return how many unexpired leases owners with this prefix hold."""
+        ...
+
+    def watch(self) -> ChangeWatcher | None:
+        """Return a watcher of new work, or None if the backend has no `wakeup` capability."""
+        ...
+
+    # Workers
+
+    def worker_seen(
+        self, worker_id: str, *, hostname: str, pid: int, started_at: float, info: str
+    ) -> None:
+        """Record a worker's heartbeat."""
+        ...
+
+    def worker_stopped(self, worker_id: str) -> None:
+        """Forget a worker that stopped cleanly."""
+        ...
+
+    # Dead letters
+
+    def dead_letters(
+        self,
+        *,
+        ids: Sequence[str] = (),
+        receiver: str | None = None,
+        older_than: float | None = None,
+        limit: int | None = None,
+    ) -> list[DeadLetter]:
+        """Return dead letters with their events, newest first."""
+        ...
+
+    def redrive(self, ids: Sequence[str]) -> int:
+        """Atomically put dead letters back in the queue, due now, with a fresh attempt count
+        (the fencing token keeps counting); return how many."""
+        ...
+
+    def purge(self, ids: Sequence[str]) -> int:
+        """Atomically delete dead letters and their history; return how many."""
+        ...
+
+    # Inspection
+
+    def status(self, *, now: float | None = None) -> QueueStatus:
+        """Return counts, the oldest wait, throughput and the workers seen lately."""
+        ...
+
+    def events(
+        self,
+        selection: EventSelection | None = None,
+        *,
+        status: DeliveryState | None = None,
+        limit: int | None = 50,
+        now: float | None = None,
+    ) -> list[EventRecord]:
+        """Return the selected events, newest first, with their delivery counts; `status`
+        keeps those with a delivery in that state (`rules.event_has_state`)."""
+        ...
+
+    def event(self, event_id: str, *, now: float | None = None) -> EventRecord | None:
+        """Return one event with every delivery and its history, or None."""
+        ...
+
+    # Replay and retention: one short step each; `evq.storage.rules` walks them.
+
+    def replay_step(
+        self,
+        selection: EventSelection,
+        *,
+        receiver: str | None,
+        after: str | None,
+        batch_size: int,
+        now: float,
+        dry_run: bool,
+    ) -> tuple[int, str | None]:
+        """Create (or with `dry_run` only count) the replay deliveries of the next
+        `batch_size` dispatched events after the event id `after`, atomically; return how many
+        and the id to go on from (None at the end). `rules.replay_receivers` says which."""
+        ...
+
+    def prune_step(
+        self, older_than: float, *, after: str | None, batch_size: int, dry_run: bool
+    ) -> tuple[int, str | None]:
+        """Delete (or with `dry_run` only count) the events among the next `batch_size`
+        published before `older_than` (after the id `after`) that `rules.is_finished` allows,
+        with their deliveries, history and keys, atomically; return how many and where to go
+        on (None at the end)."""
+        ...
+
+    def forget_old_statistics(self, *, now: float | None = None) -> None:
+        """Delete delivery statistics and heartbeats of workers older than a day."""
+        ...
+
+    def close(self) -> None:
+        """Release this process's connections."""
+        ...

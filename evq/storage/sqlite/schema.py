@@ -1,0 +1,59 @@
+"""evq's tables in a SQLite file: created from `schema.sql`, upgraded in place.
+
+The file records the version of its tables in `PRAGMA user_version`. A newer evq brings an
+older file up to date the first time it opens it, in one transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+SCHEMA_VERSION = 2
+
+# The counter rows the delivery code keeps in `evq_counter`.
+SET_CURSOR = (
+    "INSERT INTO evq_counter (name, value) VALUES ('dispatch_cursor', ?)"
+    " ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)"
+)
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    """Create evq's tables, or bring those of an older evq up to date, inside the current
+    transaction of `conn` (evq's own, or an application's)."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version >= SCHEMA_VERSION:
+        return
+    if version == 0:
+        for statement in _sql("schema.sql").split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        # Its body holds semicolons: run as a statement of its own.
+        conn.execute(_sql("cursor_trigger.sql"))
+    if version == 1:
+        _upgrade_1_to_2(conn)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def _upgrade_1_to_2(conn: sqlite3.Connection) -> None:
+    # Events to fan out are found from a cursor over seq, no longer from an index on due_at.
+    # The cursor starts before the first event not fanned out yet; events after it that were
+    # fanned out already (due_at NULL) are skipped by the dispatch.
+    conn.execute("DROP INDEX IF EXISTS evq_event_due")
+    conn.execute(_sql("cursor_trigger.sql"))
+    conn.execute(
+        SET_CURSOR,
+        (
+            conn.execute(
+                "SELECT coalesce((SELECT min(seq) - 1 FROM evq_event WHERE due_at IS NOT NULL),"
+                " (SELECT max(seq) FROM evq_event), 0)"
+            ).fetchone()[0],
+        ),
+    )
+
+
+def _sql(name: str) -> str:
+    # A plain read beside this module: importlib.resources would cost a new file's first
+    # publish more than the read itself.
+    with open(os.path.join(os.path.dirname(__file__), name), encoding="utf-8") as file:
+        return file.read()

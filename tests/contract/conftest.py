@@ -1,0 +1,59 @@
+"""The `queue` fixture: a fresh, empty queue of every available backend, for each test.
+
+How a backend joins the contract suite: add it to `BACKENDS`, with a function that returns the
+URL of a fresh, empty queue for one test (it gets the test's temporary directory, and the
+server URL read from the backend's environment variable, if it has one). A backend that needs
+a server runs only when that variable is set, and is skipped otherwise. For example:
+
+    BACKENDS["postgresql"] = Backend(fresh_url=new_postgres_schema, env="EVQ_TEST_POSTGRES_URL")
+    BACKENDS["redis"] = Backend(fresh_url=new_redis_prefix, env="EVQ_TEST_REDIS_URL")
+    BACKENDS["memory"] = Backend(fresh_url=lambda tmp_path, server: "memory://")
+
+where `new_postgres_schema(tmp_path, server)` creates a schema (or database) of its own on the
+server and returns a URL naming it. Every test of `tests/contract/` then runs once per backend:
+`pytest tests/contract -k postgresql` runs one backend's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from evq.storage import Queue, open_queue
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    """How to get a fresh queue of one backend: `fresh_url(tmp_path, server)` returns its URL;
+    `env` names the variable holding the server's URL (None: the backend needs no server)."""
+
+    fresh_url: Callable[[Path, str | None], str]
+    env: str | None = None
+
+
+def _sqlite_file(tmp_path: Path, server: str | None) -> str:
+    return f"sqlite:///{tmp_path / 'evq.db'}"
+
+
+# Backend name -> how to make a fresh queue of it. The names become the test ids' suffixes.
+BACKENDS: dict[str, Backend] = {
+    "sqlite": Backend(fresh_url=_sqlite_file),
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Queue]:
+    """A fresh, empty queue of each backend in turn, closed after the test."""
+    backend = BACKENDS[request.param]
+    server = None
+    if backend.env is not None:
+        server = os.environ.get(backend.env)
+        if not server:
+            pytest.skip(f"set {backend.env} to run the contract suite on {request.param}")
+    handle = open_queue(backend.fresh_url(tmp_path, server))
+    yield handle
+    handle.close()

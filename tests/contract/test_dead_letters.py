@@ -1,0 +1,153 @@
+"""Dead letters: how a delivery becomes one, and listing, redriving and purging them."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from contract.steps import OWNER, finish, outcome, publish, routing_for, take
+from evq.storage.contract import Queue
+
+GARBAGE_IDS = ["abc", "99999999999999999999999", "", "-1", "1.5"]
+
+
+def test_a_delivery_whose_retries_are_exhausted_is_a_dead_letter_with_its_event(
+    queue: Queue,
+) -> None:
+    at = time.time() - 600
+    event_id = publish(queue, "order.paid", at=at, payload={"order": 9})
+    for attempt in (1, 2):
+        (lease,) = take(queue, now=at + 10 * attempt)
+        queue.record([outcome(lease, "retry", at=at + 10 * attempt + 1, retry_at=at)], owner=OWNER)
+    (last,) = take(queue, now=at + 30)
+    queue.record([outcome(last, "dead", at=at + 31)], owner=OWNER)
+
+    (letter,) = queue.dead_letters()
+    assert letter.id == last.delivery_id
+    assert (letter.event_id, letter.name, letter.receiver) == (
+        event_id,
+        "order.paid",
+        last.receiver,
+    )
+    assert json.loads(letter.payload) == {"order": 9}
+    assert (letter.attempts, letter.failures) == (3, 3)
+    assert letter.dead_at == pytest.approx(at + 31, abs=1e-3)
+    assert letter.published_at == pytest.approx(at, abs=1e-3)
+    assert letter.created_at == pytest.approx(at + 10, abs=1e-3)  # fanned out then
+    assert letter.error == "ValueError: card declined"
+    assert letter.traceback is not None and letter.traceback.startswith("Traceback")
+    assert queue.status(now=at + 32).dead == 1
+    assert take(queue, now=at + 3600) == []  # never leased again
+    record = queue.event(event_id)
+    assert record is not None and record.status == "dead"
+
+
+def test_dead_letters_are_listed_newest_first_and_filtered(queue: Queue) -> None:
+    at = time.time() - 600
+    for n in range(3):
+        publish(queue, "order.paid", at=at + n)
+    leases = take(queue, now=at + 3, routing=routing_for("shop:bill", "shop:ship"))
+    assert len(leases) == 6
+    for n, lease in enumerate(leases):
+        queue.record([outcome(lease, "dead", at=at + 10 + n)], owner=OWNER)
+
+    letters = queue.dead_letters()
+    assert [letter.id for letter in letters] == [lease.delivery_id for lease in leases[::-1]]
+    assert [letter.id for letter in queue.dead_letters(limit=2)] == [
+        leases[5].delivery_id,
+        leases[4].delivery_id,
+    ]
+    bill = queue.dead_letters(receiver="shop:bill")
+    assert len(bill) == 3 and {letter.receiver for letter in bill} == {"shop:bill"}
+    older = queue.dead_letters(older_than=at + 12)
+    assert [letter.id for letter in older] == [leases[1].delivery_id, leases[0].delivery_id]
+    chosen = [leases[0].delivery_id, leases[3].delivery_id]
+    assert sorted(letter.id for letter in queue.dead_letters(ids=chosen)) == sorted(chosen)
+
+
+def test_redrive_restarts_the_count_but_fences_off_outcomes_from_before(queue: Queue) -> None:
+    at = time.time() - 600
+    event_id = publish(queue, "order.paid", at=at)
+    (first,) = take(queue, now=at, owner="w1")
+    queue.record([outcome(first, "dead", at=at + 1)], owner="w1")
+
+    assert queue.redrive([letter.id for letter in queue.dead_letters()]) == 1
+    assert queue.dead_letters() == []
+    # Pending again, with a fresh count: not retrying.
+    record = queue.event(event_id)
+    assert record is not None
+    assert [(d.state, d.failures) for d in record.deliveries] == [("pending", 0)]
+    status = queue.status()
+    assert (status.pending, status.retrying, status.dead) == (1, 0, 0)
+
+    (second,) = take(queue, now=time.time(), owner="w2")
+    assert second.delivery_id == first.delivery_id
+    assert second.attempt - second.attempt_base == 1  # what the receiver sees as its attempt
+    assert second.attempt == 2  # the fencing token keeps counting
+    assert second.failures == 0
+    # The worker of the attempt before the redrive records it again: nothing changes.
+    queue.record([outcome(first, "done", at=time.time())], owner="w1")
+    record = queue.event(event_id)
+    assert record is not None and record.deliveries[0].state == "running"
+    queue.record([outcome(second, "done", at=time.time())], owner="w2")
+    record = queue.event(event_id)
+    assert record is not None
+    (delivery,) = record.deliveries
+    assert delivery.state == "done"
+    assert [(a.attempt, a.outcome, a.worker) for a in delivery.history] == [
+        (1, "dead", "w1"),
+        (2, "done", "w2"),
+    ]
+
+
+def test_redrive_and_purge_touch_only_dead_letters(queue: Queue) -> None:
+    at = time.time() - 600
+    done_event = publish(queue, "order.created", at=at)
+    (done,) = take(queue, now=at)
+    finish(queue, [done], "done", at=at + 1)
+    publish(queue, "order.paid", at=at + 2)
+    (running,) = take(queue, now=time.time())
+
+    assert queue.redrive([done.delivery_id, running.delivery_id]) == 0
+    assert queue.purge([done.delivery_id, running.delivery_id]) == 0
+
+    record = queue.event(done_event)
+    assert record is not None and [d.state for d in record.deliveries] == ["done"]
+    assert queue.status().running == 1
+
+
+def test_purge_deletes_dead_letters_and_their_history_for_good(queue: Queue) -> None:
+    at = time.time() - 600
+    first = publish(queue, "order.paid", at=at)
+    second = publish(queue, "order.paid", at=at + 1)
+    leases = take(queue, now=at + 2)
+    finish(queue, leases, "dead", at=at + 3)
+    letters = queue.dead_letters()
+
+    assert queue.purge([letters[0].id]) == 1
+    assert queue.purge([letters[0].id]) == 0  # gone already
+
+    assert [letter.id for letter in queue.dead_letters()] == [letters[1].id]
+    purged = queue.event(letters[0].event_id)
+    kept = queue.event(letters[1].event_id)
+    assert purged is not None and purged.deliveries == ()  # the event itself stays
+    assert kept is not None and [d.state for d in kept.deliveries] == ["dead"]
+    assert {letters[0].event_id, letters[1].event_id} == {first, second}
+    assert queue.status().dead == 1
+
+
+def test_ids_that_name_no_dead_letter_are_simply_not_found(queue: Queue) -> None:
+    at = time.time() - 600
+    publish(queue, "order.paid", at=at)
+    finish(queue, take(queue, now=at), "dead", at=at + 1)
+    (letter,) = queue.dead_letters()
+
+    for garbage in GARBAGE_IDS:
+        assert queue.dead_letters(ids=[garbage]) == [], garbage
+        assert queue.redrive([garbage]) == 0, garbage
+        assert queue.purge([garbage]) == 0, garbage
+        assert queue.event(garbage) is None, garbage
+    assert [found.id for found in queue.dead_letters(ids=[*GARBAGE_IDS, letter.id])] == [letter.id]
+    assert queue.dead_letters() == [letter]

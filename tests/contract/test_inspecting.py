@@ -1,0 +1,218 @@
+"""Inspection: the status of the queue, the workers seen, the event log and one event."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from contract.steps import OWNER, every_state, finish, outcome, publish, routing_for, take
+from evq.storage import rules
+from evq.storage.contract import DELIVERY_STATES, EventSelection, Queue
+
+# Status
+
+
+def test_status_counts_events_and_deliveries_in_every_state(queue: Queue) -> None:
+    at = time.time()
+    every_state(queue, at=at)
+
+    status = queue.status(now=at)
+
+    assert status.time == at
+    # The delayed event is not fanned out yet: it awaits dispatch, and is delayed.
+    assert (status.published, status.awaiting_dispatch, status.delayed) == (6, 1, 1)
+    counts = (status.pending, status.scheduled, status.running, status.retrying, status.dead)
+    assert counts == (1, 0, 1, 1, 1)
+    # The pending delivery has been due since at - 10; nothing has waited longer.
+    assert status.oldest_due_at == pytest.approx(at - 10, abs=1e-3)
+    # Done, dead and retry all finished at - 10.
+    assert (status.delivered_last_minute, status.failed_last_minute) == (1, 2)
+    assert queue.status(now=at + 120).delivered_last_minute == 0
+
+
+def test_oldest_due_at_is_none_when_nothing_waits(queue: Queue) -> None:
+    at = time.time() - 600
+    assert queue.status(now=at).oldest_due_at is None
+    publish(queue, "report.due", at=at, delay=3600)
+    take(queue, now=at)
+    assert queue.status(now=at + 1).oldest_due_at is None  # scheduled, not waiting
+    assert queue.status(now=at + 1).scheduled == 1
+    # An event not fanned out yet has waited since it was published.
+    publish(queue, "order.created", at=at + 2)
+    assert queue.status(now=at + 5).oldest_due_at == pytest.approx(at + 2, abs=1e-3)
+
+
+def test_published_counts_every_event_before_and_after_dispatch_and_prune(queue: Queue) -> None:
+    at = time.time() - 10 * 86400
+    for offset in range(3):
+        publish(queue, "order.created", at=at + offset)
+    assert queue.status().published == 3  # none dispatched yet
+
+    finish(queue, take(queue, now=at + 2), "done", at=at + 2)
+    publish(queue, "order.paid", at=at + 3, delay=3600)
+    assert queue.status().published == 4
+
+    assert rules.prune(queue, at + 5) == 3
+    assert queue.status().published == 4
+    assert [event.name for event in queue.events(limit=None)] == ["order.paid"]
+
+
+def test_status_lists_workers_seen_lately_until_they_stop(queue: Queue) -> None:
+    started = time.time() - 60
+    queue.worker_seen("w1", hostname="host-a", pid=101, started_at=started, info="{}")
+    queue.worker_seen("w2", hostname="host-b", pid=202, started_at=started + 1, info="{}")
+    queue.worker_seen(
+        "w1", hostname="host-a", pid=101, started_at=started, info='{"receivers": ["m:f"]}'
+    )
+    now = time.time()
+
+    workers = {worker.id: worker for worker in queue.status(now=now).workers}
+    assert set(workers) == {"w1", "w2"}
+    w1 = workers["w1"]
+    assert (w1.hostname, w1.pid, w1.info) == ("host-a", 101, '{"receivers": ["m:f"]}')
+    assert w1.started_at == pytest.approx(started, abs=1e-3)
+    assert now - 5 <= w1.seen_at <= now
+    # Not seen for longer than the window: no longer listed.
+    later = now + rules.WORKER_SEEN_WITHIN_SECONDS + 1
+    assert queue.status(now=later).workers == []
+
+    queue.worker_stopped("w1")
+    assert [worker.id for worker in queue.status().workers] == ["w2"]
+
+
+def test_old_statistics_and_workers_gone_for_a_day_are_forgotten(queue: Queue) -> None:
+    now = time.time()
+    publish(queue, "order.created", at=now - 20)
+    finish(queue, take(queue, now=now - 20), "done", at=now - 10)
+    queue.worker_seen("w1", hostname="h", pid=1, started_at=now, info="{}")
+
+    queue.forget_old_statistics(now=now)
+    assert queue.status(now=now).delivered_last_minute == 1
+    assert [worker.id for worker in queue.status(now=now).workers] == ["w1"]
+
+    queue.forget_old_statistics(now=now + rules.FORGET_SECONDS + 60)
+    assert queue.status(now=now).delivered_last_minute == 0
+    assert queue.status(now=now).workers == []
+
+
+# The event log
+
+
+def test_events_are_listed_newest_first_with_their_status_and_counts(queue: Queue) -> None:
+    at = time.time()
+    states = every_state(queue, at=at)
+
+    events = queue.events(now=at)
+
+    assert [(event.id, event.status) for event in events] == [
+        (states.delayed, "scheduled"),
+        (states.pending, "pending"),
+        (states.running, "running"),
+        (states.retrying, "retrying"),
+        (states.dead, "dead"),
+        (states.done, "done"),
+    ]
+    for event in events:
+        assert set(event.counts) == set(DELIVERY_STATES)
+        assert event.deliveries == ()  # only `event()` fills them
+    done = events[-1]
+    assert done.counts["done"] == 1 and sum(done.counts.values()) == 1
+    assert events[4].counts["dead"] == 1
+    assert sum(events[0].counts.values()) == 0  # not fanned out yet
+    assert (events[0].due_at is not None, events[0].dispatched_at) == (True, None)
+    assert (done.due_at, done.dispatched_at is not None) == (None, True)
+
+
+def test_events_with_a_status_are_those_with_a_delivery_in_that_state(queue: Queue) -> None:
+    at = time.time()
+    states = every_state(queue, at=at)
+    expected = {
+        "done": states.done,
+        "dead": states.dead,
+        "retrying": states.retrying,
+        "running": states.running,
+        "pending": states.pending,
+        "scheduled": states.delayed,
+    }
+    for status, event_id in expected.items():
+        assert [event.id for event in queue.events(status=status, now=at)] == [event_id], status
+
+
+def test_events_are_selected_by_name_pattern_time_range_and_limit(queue: Queue) -> None:
+    at = time.time()
+    states = every_state(queue, at=at)
+
+    def ids(selection: EventSelection | None = None, limit: int | None = None) -> list[str]:
+        return [event.id for event in queue.events(selection, limit=limit, now=at)]
+
+    assert ids(EventSelection(name="order.*")) == [states.retrying, states.dead, states.done]
+    assert ids(EventSelection(name="order.paid")) == [states.dead]
+    assert ids(EventSelection(name="**")) == ids()
+    assert len(ids()) == 6
+    assert ids(EventSelection(since=at - 35, until=at - 15)) == [states.running, states.retrying]
+    assert ids(limit=2) == [states.delayed, states.pending]
+    old = publish(queue, "order.created", at=at - 3 * 86400)
+    assert ids(EventSelection(until=at - 2 * 86400)) == [old]
+    assert ids(EventSelection(name="order.created", since=at - 60)) == [states.done]
+
+
+def test_since_and_until_compare_the_publish_time_exactly_within_a_millisecond(
+    queue: Queue,
+) -> None:
+    at = 1_700_000_000.0005
+    before = publish(queue, "order.created", at=at - 0.0002)
+    exact = publish(queue, "order.created", at=at)
+    after = publish(queue, "order.created", at=at + 0.0002)
+
+    def ids(selection: EventSelection) -> set[str]:
+        return {event.id for event in queue.events(selection, limit=None)}
+
+    assert ids(EventSelection(since=at)) == {after, exact}
+    assert ids(EventSelection(until=at)) == {before}
+    assert ids(EventSelection(since=at - 0.0002, until=at + 0.0002)) == {exact, before}
+    assert ids(EventSelection(since=0, until=4e12)) == {after, exact, before}
+
+
+def test_one_event_comes_with_every_delivery_and_its_history(queue: Queue) -> None:
+    at = time.time() - 600
+    event_id = publish(queue, "order.created", at=at, key="order-1")
+    leases = take(queue, now=at, routing=routing_for("shop:bill", "shop:ship"))
+    bill = next(lease for lease in leases if lease.receiver == "shop:bill")
+    queue.record([outcome(bill, "retry", at=at + 1, retry_at=at + 2)], owner=OWNER)
+    (again,) = take(queue, now=at + 2, routing=routing_for("shop:bill", "shop:ship"))
+    queue.record([outcome(again, "done", at=at + 3)], owner="w2")
+
+    record = queue.event(event_id, now=at + 4)
+
+    assert record is not None
+    assert (record.id, record.name, record.key, record.status) == (
+        event_id,
+        "order.created",
+        "order-1",
+        "running",
+    )
+    assert (record.counts["done"], record.counts["running"]) == (1, 1)
+    deliveries = {delivery.receiver: delivery for delivery in record.deliveries}
+    assert set(deliveries) == {"shop:bill", "shop:ship"}
+    done = deliveries["shop:bill"]
+    assert done.id == bill.delivery_id
+    assert (done.state, done.attempts, done.failures, done.replay) == ("done", 2, 1, False)
+    assert done.created_at == pytest.approx(at, abs=1e-3)
+    assert done.finished_at == pytest.approx(at + 3, abs=1e-3)
+    assert (done.due_at, done.worker) == (None, None)
+    assert [(a.attempt, a.outcome, a.worker, a.error) for a in done.history] == [
+        (1, "retry", OWNER, "ValueError: card declined"),
+        (2, "done", "w2", None),
+    ]
+    assert done.history[1].started_at == pytest.approx(at + 2.75, abs=1e-3)
+    running = deliveries["shop:ship"]
+    assert (running.state, running.attempts, running.worker) == ("running", 1, OWNER)
+    assert running.started_at == pytest.approx(at, abs=1e-3)
+    assert running.due_at == pytest.approx(at + 30, abs=1e-3)  # when its lease expires
+    assert running.history == ()
+
+
+def test_an_unknown_event_is_none(queue: Queue) -> None:
+    publish(queue, "order.created", at=time.time())
+    assert queue.event("01NOSUCHEVENT0000000000000") is None

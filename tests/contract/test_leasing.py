@@ -1,0 +1,368 @@
+"""Fan-out and leases: who gets a delivery, when a lease expires, and how a lease fences the
+outcomes and renewals of the worker that took it."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from contract.steps import OWNER, outcome, publish, routing_for, take
+from evq.storage import rules
+from evq.storage.contract import Outcome, Queue, Routing
+
+
+def history(queue: Queue, event_id: str) -> list[tuple[int, str]]:
+    """The (attempt, outcome) history of an event's one delivery."""
+    record = queue.event(event_id)
+    assert record is not None
+    (delivery,) = record.deliveries
+    return [(attempt.attempt, attempt.outcome) for attempt in delivery.history]
+
+
+def delivery_state(queue: Queue, event_id: str, now: float) -> str:
+    record = queue.event(event_id, now=now)
+    assert record is not None
+    (delivery,) = record.deliveries
+    return delivery.state
+
+
+# Fan-out
+
+
+def test_an_event_is_fanned_out_to_each_subscribed_receiver_once(queue: Queue) -> None:
+    at = time.time() - 60
+    routing = Routing(
+        subscriptions=(
+            ("order.*", "shop:bill"),
+            ("order.created", "shop:ship"),
+            ("order.**", "shop:bill"),  # a second pattern of the same receiver
+            ("user.*", "shop:welcome"),
+        ),
+        lease_seconds={"shop:bill": 10.0, "shop:ship": 20.0, "shop:welcome": 30.0},
+    )
+    event_id = publish(queue, "order.created", at=at, payload={"order": 7})
+
+    leases = take(queue, now=at + 1, routing=routing)
+
+    assert sorted((lease.receiver, lease.lease_seconds) for lease in leases) == [
+        ("shop:bill", 10.0),
+        ("shop:ship", 20.0),
+    ]
+    for lease in leases:
+        assert (lease.event_id, lease.name) == (event_id, "order.created")
+        assert json.loads(lease.payload) == {"order": 7}
+        assert lease.published_at == pytest.approx(at, abs=1e-3)
+        assert (lease.attempt, lease.attempt_base, lease.failures, lease.replay) == (1, 0, 0, False)
+    assert len({lease.delivery_id for lease in leases}) == 2
+    record = queue.event(event_id)
+    assert record is not None
+    assert sorted(d.receiver for d in record.deliveries) == ["shop:bill", "shop:ship"]
+    assert record.due_at is None
+    assert record.dispatched_at == pytest.approx(at + 1, abs=1e-3)
+
+
+def test_an_event_no_one_subscribes_to_is_dispatched_to_no_delivery(queue: Queue) -> None:
+    at = time.time() - 60
+    event_id = publish(queue, "audit.logged", at=at)
+
+    assert take(queue, now=at, routing=routing_for(pattern="order.*")) == []
+
+    record = queue.event(event_id)
+    assert record is not None
+    assert record.deliveries == ()
+    assert record.due_at is None and record.dispatched_at is not None
+    assert queue.status().awaiting_dispatch == 0
+    assert queue.next_due() is None
+
+
+def test_fan_out_waits_for_a_worker_and_goes_at_most_dispatch_limit_events_at_a_time(
+    queue: Queue,
+) -> None:
+    at = time.time() - 60
+    for n in range(5):
+        publish(queue, "order.created", at=at + n)
+    assert queue.status().awaiting_dispatch == 5
+
+    queue.lease(routing_for(), owner=OWNER, limit=0, dispatch_limit=2, now=at + 10)
+
+    status = queue.status()
+    assert (status.awaiting_dispatch, status.pending) == (3, 2)
+
+
+# Leases
+
+
+def test_a_lease_takes_at_most_limit_due_deliveries_oldest_first(queue: Queue) -> None:
+    at = time.time() - 60
+    ids = [publish(queue, "order.created", at=at + n) for n in range(3)]
+
+    first = take(queue, now=at + 5, limit=2)
+    second = take(queue, now=at + 5, limit=2)
+
+    assert [lease.event_id for lease in first] == ids[:2]
+    assert [lease.event_id for lease in second] == ids[2:]
+    assert take(queue, now=at + 5) == []  # all running
+    assert queue.status(now=at + 5).running == 3
+
+
+def test_outcomes_given_to_lease_are_recorded_before_it_takes_more(queue: Queue) -> None:
+    at = time.time() - 60
+    first, second = (publish(queue, "order.created", at=at + n) for n in range(2))
+    (lease,) = take(queue, now=at + 2, limit=1)
+
+    batch = queue.lease(
+        routing_for(),
+        owner=OWNER,
+        limit=1,
+        outcomes=[outcome(lease, "done", at=at + 3)],
+        now=at + 3,
+    )
+
+    assert [taken.event_id for taken in batch.leases] == [second]
+    assert delivery_state(queue, first, at + 3) == "done"
+    assert history(queue, first) == [(1, "done")]
+
+
+def test_a_lease_expires_and_another_worker_takes_the_delivery_again(queue: Queue) -> None:
+    at = time.time() - 600
+    event_id = publish(queue, "order.created", at=at)
+    (lease,) = take(queue, now=at, routing=routing_for(lease_seconds=10), owner="w1")
+
+    assert take(queue, now=at + 9, owner="w2") == []  # still held
+    (again,) = take(queue, now=at + 11, owner="w2")
+
+    assert again.delivery_id == lease.delivery_id
+    assert again.attempt == 2
+    assert again.failures == 0  # a lost worker uses up none of the receiver's retries
+    record = queue.event(event_id, now=at + 11)
+    assert record is not None
+    (delivery,) = record.deliveries
+    assert (delivery.state, delivery.worker) == ("running", "w2")
+    assert [(a.attempt, a.outcome, a.worker) for a in delivery.history] == [(1, "lost", "w1")]
+    assert delivery.history[0].error == rules.LOST_WORKER_ERROR
+
+
+def test_deliveries_whose_worker_died_are_taken_back_one_at_a_time(queue: Queue) -> None:
+    at = time.time() - 600
+    for n in range(3):
+        publish(queue, "order.created", at=at + n)
+    assert len(take(queue, now=at + 2, routing=routing_for(lease_seconds=10), owner="w1")) == 3
+    # w1 dies; its leases expire.
+    for _ in range(3):
+        assert len(take(queue, now=at + 20, routing=routing_for(lease_seconds=60), owner="w2")) == 1
+    assert take(queue, now=at + 20, owner="w2") == []
+
+
+def test_a_delivery_whose_worker_is_lost_again_and_again_ends_as_a_dead_letter(
+    queue: Queue,
+) -> None:
+    at = time.time() - 3600
+    event_id = publish(queue, "order.created", at=at)
+    routing = routing_for(lease_seconds=1)
+    for attempt in range(1, rules.MAX_LOST_ATTEMPTS + 1):
+        (lease,) = take(queue, now=at + 2 * attempt, routing=routing)
+        assert (lease.attempt, lease.failures) == (attempt, 0)
+
+    batch = queue.lease(routing, owner=OWNER, limit=10, now=at + 2 * rules.MAX_LOST_ATTEMPTS + 2)
+
+    assert (batch.leases, batch.dead_lettered) == ([], 1)
+    (letter,) = queue.dead_letters()
+    assert (letter.event_id, letter.attempts, letter.failures) == (
+        event_id,
+        rules.MAX_LOST_ATTEMPTS,
+        0,
+    )
+    assert letter.error is not None and "worker lost" in letter.error
+    assert history(queue, event_id) == [(n, "lost") for n in range(1, rules.MAX_LOST_ATTEMPTS + 1)]
+
+
+def test_a_delivery_to_a_receiver_the_worker_does_not_run_becomes_a_dead_letter(
+    queue: Queue,
+) -> None:
+    at = time.time() - 60
+    event_id = publish(queue, "order.created", at=at)
+    queue.lease(routing_for("shop:gone"), owner=OWNER, limit=0, now=at)  # fan out only
+
+    batch = queue.lease(routing_for("shop:other"), owner=OWNER, limit=10, now=at + 1)
+
+    assert (batch.leases, batch.dead_lettered) == ([], 1)
+    (letter,) = queue.dead_letters()
+    assert (letter.event_id, letter.receiver) == (event_id, "shop:gone")
+    assert letter.error is not None
+    assert "shop:gone" in letter.error and "not registered" in letter.error
+
+
+# Fencing
+
+
+def test_the_late_outcome_of_an_expired_lease_changes_nothing(queue: Queue) -> None:
+    at = time.time() - 600
+    event_id = publish(queue, "order.created", at=at)
+    (stale,) = take(queue, now=at, routing=routing_for(lease_seconds=10), owner="w1")
+    (current,) = take(queue, now=at + 20, owner="w2")
+
+    for kind in ("done", "retry", "dead"):
+        late = outcome(stale, kind, at=at + 21, retry_at=at + 22 if kind == "retry" else None)
+        queue.record([late], owner="w1")
+
+    assert delivery_state(queue, event_id, at + 21) == "running"
+    assert queue.dead_letters() == []
+    assert history(queue, event_id) == [(1, "lost")]  # not rewritten by the stale worker
+    queue.record([outcome(current, "done", at=at + 22)], owner="w2")
+    assert delivery_state(queue, event_id, at + 22) == "done"
+    assert history(queue, event_id) == [(1, "lost"), (2, "done")]
+
+
+def test_a_renewal_extends_a_held_lease_and_a_stale_one_changes_nothing(queue: Queue) -> None:
+    at = time.time() - 600
+    publish(queue, "order.created", at=at)
+    (lease,) = take(queue, now=at, routing=routing_for(lease_seconds=10), owner="w1")
+
+    assert queue.renew([(lease, at + 100)]) == 1
+    assert take(queue, now=at + 50, owner="w2") == []  # renewed: still held
+    assert queue.next_due() == pytest.approx(at + 100, abs=1e-3)
+    (taken,) = take(queue, now=at + 101, routing=routing_for(lease_seconds=10), owner="w2")
+    assert taken.attempt == 2
+
+    # w1 wakes up and renews: its lease is no longer held, and w2's is not extended.
+    assert queue.renew([(lease, at + 1000)]) == 0
+    (third,) = take(queue, now=at + 112, owner="w3")
+    assert third.attempt == 3
+
+
+def test_a_finished_delivery_cannot_be_renewed(queue: Queue) -> None:
+    at = time.time() - 60
+    publish(queue, "order.created", at=at)
+    (lease,) = take(queue, now=at)
+    queue.record([outcome(lease, "done", at=at + 1)], owner=OWNER)
+
+    assert queue.renew([(lease, at + 1000)]) == 0
+    assert queue.renew([]) == 0
+    assert queue.next_due() is None
+
+
+# Outcomes
+
+
+def test_a_retry_is_due_at_its_retry_time_and_counts_a_failure(queue: Queue) -> None:
+    at = time.time() - 600
+    event_id = publish(queue, "order.created", at=at)
+    (lease,) = take(queue, now=at)
+
+    queue.record([outcome(lease, "retry", at=at + 1, retry_at=at + 60)], owner=OWNER)
+
+    record = queue.event(event_id, now=at + 2)
+    assert record is not None and record.status == "retrying"
+    (delivery,) = record.deliveries
+    assert (delivery.state, delivery.attempts, delivery.failures) == ("retrying", 1, 1)
+    assert delivery.due_at == pytest.approx(at + 60, abs=1e-3)
+    assert delivery.last_error == "ValueError: card declined"
+    assert delivery.traceback is not None and delivery.traceback.endswith("card declined")
+    (attempt,) = delivery.history
+    assert (attempt.attempt, attempt.outcome, attempt.worker) == (1, "retry", OWNER)
+    assert attempt.started_at == pytest.approx(at + 0.75, abs=1e-3)
+    assert attempt.finished_at == pytest.approx(at + 1, abs=1e-3)
+    assert attempt.error == "ValueError: card declined"
+    assert queue.status(now=at + 2).retrying == 1
+
+    assert take(queue, now=at + 59) == []
+    (again,) = take(queue, now=at + 60)
+    assert (again.attempt, again.failures) == (2, 1)
+
+
+def test_an_outcome_that_does_not_count_as_a_failure_leaves_failures_alone(queue: Queue) -> None:
+    at = time.time() - 600
+    event_id = publish(queue, "order.created", at=at)
+    (lease,) = take(queue, now=at)
+
+    queue.record(
+        [outcome(lease, "retry", at=at + 1, retry_at=at + 60, counts_as_failure=False)],
+        owner=OWNER,
+    )
+    record = queue.event(event_id, now=at + 2)
+    assert record is not None
+    assert record.deliveries[0].failures == 0
+    (again,) = take(queue, now=at + 60)
+    assert (again.attempt, again.failures) == (2, 0)
+
+    queue.record([outcome(again, "dead", at=at + 61, counts_as_failure=False)], owner=OWNER)
+    (letter,) = queue.dead_letters()
+    assert (letter.attempts, letter.failures) == (2, 0)
+
+
+def test_a_released_attempt_is_due_again_at_once(queue: Queue) -> None:
+    at = time.time() - 600
+    event_id = publish(queue, "order.created", at=at)
+    (lease,) = take(queue, now=at)
+
+    # Never started: the attempt gives its number back and leaves no history.
+    queue.record([outcome(lease, "release", at=at + 1, started=False)], owner=OWNER)
+    record = queue.event(event_id, now=at + 1)
+    assert record is not None
+    (delivery,) = record.deliveries
+    assert (delivery.state, delivery.attempts, delivery.failures) == ("pending", 0, 0)
+    assert delivery.history == ()
+    (again,) = take(queue, now=at + 1)
+    assert again.attempt == 1
+
+    # Interrupted while running: the attempt counts, as interrupted, but is no failure.
+    queue.record([outcome(again, "release", at=at + 2)], owner=OWNER)
+    assert history(queue, event_id) == [(1, "interrupted")]
+    (third,) = take(queue, now=at + 2)
+    assert (third.attempt, third.failures) == (2, 0)
+
+
+def test_an_outcome_of_an_unknown_kind_raises_and_records_nothing(queue: Queue) -> None:
+    at = time.time() - 60
+    first, _ = (publish(queue, "order.created", at=at + n) for n in range(2))
+    (lease,) = take(queue, now=at + 2, limit=1)
+    unknown = Outcome(lease, "lost", started_at=at + 2, finished_at=at + 3)  # type: ignore[arg-type]
+    done = outcome(lease, "done", at=at + 3)
+
+    with pytest.raises(ValueError, match="unknown outcome kind 'lost'"):
+        queue.record([done, unknown], owner=OWNER)
+    with pytest.raises(ValueError, match="unknown outcome kind"):
+        queue.lease(routing_for(), owner=OWNER, limit=1, outcomes=[done, unknown], now=at + 3)
+
+    # Neither the good outcome beside it nor the lease went through.
+    assert delivery_state(queue, first, at + 3) == "running"
+    status = queue.status(now=at + 3)
+    assert (status.running, status.pending) == (1, 1)
+
+
+# Due times and running leases
+
+
+def test_next_due_is_when_the_earliest_delivery_or_event_to_fan_out_is_due(queue: Queue) -> None:
+    at = time.time() - 600
+    assert queue.next_due() is None
+
+    publish(queue, "report.due", at=at, delay=3600)
+    assert queue.next_due() == pytest.approx(at, abs=1e-3)  # due for fan-out at once
+    batch = queue.lease(routing_for(), owner=OWNER, limit=10, now=at + 1)
+    assert batch.leases == []
+    assert batch.next_due == pytest.approx(at + 3600, abs=1e-3)
+    assert queue.next_due() == pytest.approx(at + 3600, abs=1e-3)
+
+    publish(queue, "order.created", at=at + 2)
+    (lease,) = take(queue, now=at + 2, routing=routing_for(lease_seconds=30))
+    assert queue.next_due() == pytest.approx(at + 32, abs=1e-3)  # when that lease expires
+    queue.record([outcome(lease, "done", at=at + 3)], owner=OWNER)
+    assert queue.next_due() == pytest.approx(at + 3600, abs=1e-3)
+
+
+def test_running_count_counts_the_unexpired_leases_of_owners_with_a_prefix(queue: Queue) -> None:
+    now = time.time()
+    for n in range(4):
+        publish(queue, "order.created", at=now - 200 + n)
+    take(queue, now=now - 100, limit=1, owner="old1/host:1")  # expired by now
+    assert len(take(queue, now=now, limit=2, owner="run1/host:1")) == 2
+    assert len(take(queue, now=now, limit=1, owner="run2/host:2")) == 1
+
+    assert queue.running_count("run1/") == 2
+    assert queue.running_count("run2/") == 1
+    assert queue.running_count("run") == 3
+    assert queue.running_count("old1/") == 0
+    assert queue.running_count("nobody/") == 0

@@ -1,0 +1,97 @@
+"""Publishing: the ids a publish returns, what is stored, idempotency keys and delays."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from contract.steps import publish, take
+from evq.publisher import prepare
+from evq.storage.contract import Queue
+
+
+def test_publish_returns_the_ids_in_order_and_stores_every_event_as_given(queue: Queue) -> None:
+    at = time.time() - 60
+    events = [
+        prepare("order.created", payload={"n": 1}, now=at),
+        prepare("order.paid", payload={"n": 2}, key="order-2", now=at + 1),
+        prepare("user.created", payload={"n": 3}, delay=30, now=at + 2),
+    ]
+
+    ids = queue.publish(events)
+
+    assert ids == [event.id for event in events]
+    for event in events:
+        record = queue.event(event.id, now=at + 3)
+        assert record is not None
+        assert (record.id, record.name, record.key) == (event.id, event.name, event.key)
+        assert json.loads(record.payload) == json.loads(event.payload)
+        assert record.published_at == pytest.approx(event.published_at, abs=1e-3)
+        # Not fanned out yet: due when its delay ends.
+        assert record.due_at == pytest.approx(event.due_at, abs=1e-3)
+        assert record.dispatched_at is None
+        assert record.deliveries == ()
+
+
+def test_publishing_nothing_stores_nothing(queue: Queue) -> None:
+    assert queue.publish([]) == []
+    assert queue.status().published == 0
+    assert queue.events() == []
+
+
+def test_a_seen_idempotency_key_returns_the_first_id_and_stores_nothing(queue: Queue) -> None:
+    at = time.time() - 60
+    first = publish(queue, "order.paid", at=at, key="order-42", payload={"n": 1})
+    again = publish(queue, "order.paid", at=at + 1, key="order-42", payload={"n": 2})
+    other = publish(queue, "order.paid", at=at + 2, key="order-43", payload={"n": 3})
+
+    assert again == first
+    assert other != first
+    assert [record.id for record in queue.events(limit=None)] == [other, first]
+    record = queue.event(first)
+    assert record is not None
+    assert json.loads(record.payload) == {"n": 1}
+    assert record.key == "order-42"
+    assert queue.status().published == 2
+
+
+def test_a_key_repeated_within_one_publish_is_stored_once(queue: Queue) -> None:
+    at = time.time() - 60
+    events = [
+        prepare("order.paid", payload={"n": 1}, key="k1", now=at),
+        prepare("order.paid", payload={"n": 2}, now=at),
+        prepare("order.paid", payload={"n": 3}, key="k1", now=at),
+    ]
+
+    ids = queue.publish(events)
+
+    assert ids == [events[0].id, events[1].id, events[0].id]
+    assert sorted(record.id for record in queue.events(limit=None)) == sorted(ids[:2])
+    # Delivered once as well.
+    assert sorted(lease.event_id for lease in take(queue, now=at)) == sorted(ids[:2])
+
+
+def test_a_delayed_event_is_scheduled_and_not_leased_before_it_is_due(queue: Queue) -> None:
+    at = time.time() - 7200
+    delayed = publish(queue, "report.due", at=at, delay=3600)
+
+    record = queue.event(delayed, now=at + 1)
+    assert record is not None and record.status == "scheduled"
+    status = queue.status(now=at + 1)
+    assert (status.awaiting_dispatch, status.delayed, status.scheduled) == (1, 1, 0)
+
+    # A worker fans it out at once, to a delivery due when the delay ends.
+    assert take(queue, now=at + 1) == []
+    status = queue.status(now=at + 1)
+    assert (status.awaiting_dispatch, status.delayed, status.scheduled) == (0, 0, 1)
+    record = queue.event(delayed, now=at + 1)
+    assert record is not None and record.status == "scheduled"
+    (delivery,) = record.deliveries
+    assert delivery.state == "scheduled"
+    assert delivery.due_at == pytest.approx(at + 3600, abs=1e-3)
+
+    assert take(queue, now=at + 3599) == []
+    (lease,) = take(queue, now=at + 3600)
+    assert lease.event_id == delayed

@@ -1,0 +1,149 @@
+"""The SQLite file and its connection: URL parameters, durability, the write lock."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_evq
+from contract.steps import routing_for, take
+from workers import rows
+
+import evq
+import evq.publisher
+from evq.errors import InvalidStorageURL
+from evq.storage import open_queue
+from evq.storage.sqlite import SqliteQueue
+
+# What `PRAGMA synchronous` reads back for each sync mode.
+SYNCHRONOUS = {"off": 0, "normal": 1, "full": 2}
+
+
+def synchronous(queue: SqliteQueue) -> int:
+    return int(queue._db.conn.execute("PRAGMA synchronous").fetchone()[0])
+
+
+@pytest.mark.parametrize(
+    ("url_sync", "env_sync", "role", "expected"),
+    [
+        (None, None, "publish", "full"),
+        ("normal", None, "publish", "normal"),
+        ("off", None, "publish", "off"),
+        ("NORMAL", None, "publish", "normal"),
+        (None, "off", "publish", "off"),
+        ("full", "off", "publish", "full"),  # the URL wins over EVQ_SYNC
+        (None, None, "work", "normal"),  # a lost outcome only repeats a delivery
+        ("off", None, "work", "off"),
+        (None, None, "inspect", "full"),
+    ],
+)
+def test_sync_comes_from_the_url_then_evq_sync_then_is_full(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    url_sync: str | None,
+    env_sync: str | None,
+    role: str,
+    expected: str,
+) -> None:
+    monkeypatch.delenv("EVQ_SYNC", raising=False)
+    if env_sync is not None:
+        monkeypatch.setenv("EVQ_SYNC", env_sync)
+    path = tmp_path / "evq.db"
+    open_queue(str(path)).publish([])  # an existing queue: inspection only reads one
+    url = f"sqlite:///{path}" + ("" if url_sync is None else f"?sync={url_sync}")
+
+    queue = open_queue(url, role=role)  # type: ignore[arg-type]
+
+    assert isinstance(queue, SqliteQueue)
+    assert queue.sync == expected
+    assert synchronous(queue) == SYNCHRONOUS[expected]
+    queue.close()
+
+
+def test_the_sync_of_evq_publish_comes_from_the_configured_url(queue_path: Path) -> None:
+    evq.configure(url=f"sqlite:///{queue_path}?sync=normal")
+    evq.publish("a.b", payload={})
+
+    queue = evq.publisher.queue()
+    assert isinstance(queue, SqliteQueue)
+    assert synchronous(queue) == SYNCHRONOUS["normal"]
+    assert rows(queue_path, "SELECT count(*) FROM evq_event") == [(1,)]
+
+
+@pytest.mark.parametrize(
+    ("query", "env", "message"),
+    [
+        ("?sync=bogus", {}, "Error: invalid sync mode 'bogus': use one of full, normal, off"),
+        ("", {"EVQ_SYNC": "bogus"}, "Error: invalid sync mode 'bogus'"),
+        ("?unknown=1", {}, "Error: unknown SQLite URL parameter(s) unknown"),
+        ("?sync=full&unknown=1", {}, "Error: unknown SQLite URL parameter(s) unknown"),
+    ],
+)
+def test_a_bad_url_parameter_is_one_line_and_exit_2_and_creates_nothing(
+    tmp_path: Path, query: str, env: dict[str, str], message: str
+) -> None:
+    path = tmp_path / "evq.db"
+
+    result = run_evq("publish", "a.b", "--url", f"sqlite:///{path}{query}", **env)
+
+    assert result.returncode == 2
+    assert result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_url_parameter_raises_invalid_storage_url(tmp_path: Path) -> None:
+    with pytest.raises(InvalidStorageURL, match="unknown SQLite URL parameter"):
+        open_queue(f"sqlite:///{tmp_path / 'evq.db'}?unknown=1")
+    with pytest.raises(InvalidStorageURL, match="invalid sync mode"):
+        open_queue(f"sqlite:///{tmp_path / 'evq.db'}?sync=bogus")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_location_is_the_absolute_path_and_source_a_uri_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "my queues").mkdir()
+    monkeypatch.chdir(tmp_path)
+
+    queue = open_queue("my queues/evq.db")
+
+    assert queue.location == str(tmp_path / "my queues" / "evq.db")
+    assert queue.source == f"evq://{tmp_path}/my%20queues/evq.db"
+    assert open_queue(f"sqlite:///{tmp_path}/my%20queues/evq.db").location == queue.location
+
+
+def test_a_failed_write_never_leaves_the_write_lock_held(queue_path: Path) -> None:
+    queue = SqliteQueue(str(queue_path))
+    # As a receiver's timeout, raised at any instruction.
+    with pytest.raises(KeyboardInterrupt), queue._db.write() as conn:
+        conn.execute("DELETE FROM evq_event")
+        raise KeyboardInterrupt
+    assert not queue._db.conn.in_transaction
+    other = SqliteQueue(str(queue_path))
+    with other._db.write() as conn:  # would wait, then fail, if the lock were still held
+        conn.execute("SELECT 1")
+
+
+def test_nothing_due_takes_no_write_transaction(queue_path: Path) -> None:
+    queue = SqliteQueue(str(queue_path))
+    evq.publish("a.b", payload={}, delay=3600)
+    # The first call fans the event out at once, to a delivery due in an hour.
+    assert take(queue, now=time.time(), routing=routing_for(lease_seconds=60)) == []
+    assert rows(
+        queue_path, "SELECT state, due_at > ? FROM evq_delivery", (time.time() + 3500,)
+    ) == [("pending", 1)]
+    before = queue._db.conn.total_changes
+
+    batch = queue.lease(routing_for(lease_seconds=60), owner="w", limit=10)
+
+    assert batch.leases == []
+    assert batch.next_due is not None and batch.next_due > time.time() + 3500
+    assert queue._db.conn.total_changes == before
+
+
+def test_inspecting_a_queue_that_may_be_created_opens_a_new_one(tmp_path: Path) -> None:
+    queue = open_queue(str(tmp_path / "new.db"), role="inspect", create=True)
+
+    assert queue.status().published == 0

@@ -1,0 +1,117 @@
+"""The SQLite file's tables: the dispatch cursor over `seq`, and upgrades of older files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from contract.steps import finish, routing_for, take
+from workers import rows
+
+import evq
+from evq.storage import rules
+from evq.storage.sqlite import SqliteQueue
+from evq.storage.sqlite.schema import SCHEMA_VERSION
+
+
+@pytest.fixture
+def queue(queue_path: Path) -> SqliteQueue:
+    return SqliteQueue(str(queue_path))
+
+
+def cursor(queue_path: Path) -> int:
+    ((value,),) = rows(queue_path, "SELECT value FROM evq_counter WHERE name = 'dispatch_cursor'")
+    return int(value)
+
+
+def test_a_delayed_event_is_fanned_out_at_once_and_moves_the_cursor(
+    queue: SqliteQueue, queue_path: Path
+) -> None:
+    published = time.time()
+    evq.publish("a.b", payload={}, delay=3600)
+    evq.publish("a.b", payload={})
+
+    assert len(take(queue, now=time.time())) == 1  # only the one without a delay
+
+    ((due_at,),) = rows(queue_path, "SELECT due_at FROM evq_delivery WHERE state = 'pending'")
+    assert published + 3600 <= due_at < time.time() + 3600
+    assert rows(queue_path, "SELECT count(*) FROM evq_event WHERE due_at IS NOT NULL") == [(0,)]
+    assert cursor(queue_path) == 2
+
+
+def test_the_cursor_goes_back_to_0_when_every_event_was_pruned(
+    queue: SqliteQueue, queue_path: Path
+) -> None:
+    # SQLite numbers a new row from the highest one left: with every event pruned, the next
+    # one starts again from 1, behind where the dispatch cursor had got to.
+    evq.publish_many([{"name": "a.b", "payload": {}}] * 3)
+    now = time.time()
+    finish(queue, take(queue, now=now), "done", at=now)
+    assert cursor(queue_path) == 3
+
+    assert rules.prune(queue, time.time() + 60) == 3
+
+    assert cursor(queue_path) == 0
+    assert evq.publish("a.b", payload={}) == take(queue, now=time.time())[0].event_id
+
+
+def test_events_deleted_by_an_older_evq_or_by_hand_do_not_hide_new_ones(
+    queue: SqliteQueue, queue_path: Path
+) -> None:
+    # An older evq prunes without knowing the cursor: a trigger on the table keeps it right.
+    evq.publish_many([{"name": "a.b", "payload": {"n": n}} for n in range(3)])
+    assert len(take(queue, now=time.time())) == 3
+    with contextlib.closing(sqlite3.connect(queue_path, isolation_level=None)) as conn:
+        conn.execute("DELETE FROM evq_event WHERE seq >= 2")
+    assert cursor(queue_path) == 1
+
+    evq.publish("a.b", payload={"n": "new"})
+
+    leases = take(queue, now=time.time())
+    assert [json.loads(lease.payload) for lease in leases] == [{"n": "new"}]
+
+
+def test_a_queue_file_of_schema_1_is_brought_up_to_date_and_loses_no_event(
+    queue_path: Path,
+) -> None:
+    # Schema 1 found events to fan out through an index on due_at: one fanned out at once,
+    # one with a delay not fanned out yet, and behind it one fanned out and one not.
+    SqliteQueue(str(queue_path)).publish([])  # a file of the current schema, made older below
+    conn = sqlite3.connect(queue_path, isolation_level=None)
+    conn.executescript(
+        "CREATE INDEX evq_event_due ON evq_event (due_at) WHERE due_at IS NOT NULL;"
+        "DROP TRIGGER evq_event_newest_deleted;"
+        "DELETE FROM evq_counter; PRAGMA user_version = 1;"
+    )
+    now = time.time()
+    for seq, due_at in ((1, None), (2, now - 1), (3, None), (4, now - 1)):
+        conn.execute(
+            "INSERT INTO evq_event (seq, id, name, payload, published_at, due_at, dispatched_at)"
+            " VALUES (?, ?, 'a.b', ?, ?, ?, ?)",
+            (
+                seq,
+                f"id{seq}",
+                json.dumps({"seq": seq}),
+                now - 5,
+                due_at,
+                now if due_at is None else None,
+            ),
+        )
+    conn.close()
+
+    queue = SqliteQueue(str(queue_path))
+    queue.publish([])  # opens the file, which upgrades it
+
+    assert rows(queue_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert rows(queue_path, "SELECT name FROM sqlite_master WHERE name = 'evq_event_due'") == []
+    assert cursor(queue_path) == 1
+    leases = take(queue, now=time.time(), routing=routing_for())
+    assert sorted(json.loads(lease.payload)["seq"] for lease in leases) == [2, 4]
+    assert cursor(queue_path) == 4
+    assert rows(queue_path, "SELECT name FROM sqlite_master WHERE type = 'trigger'") == [
+        ("evq_event_newest_deleted",)
+    ]
