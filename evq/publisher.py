@@ -290,3 +290,9 @@ def _check_item(item: object) -> None:
 def _check_key(key: object) -> None:
     if not isinstance(key, str) or not key or len(key) > 500:
         raise InvalidInput("an idempotency key must be a non-empty string of at most 500 chars")
+    try:
+        key.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(
+            f"an idempotency key must be valid Unicode text ({exc.reason}: {key[exc.start]!a})"
+        ) from None

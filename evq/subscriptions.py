@@ -156,7 +156,10 @@ def receiver_name(receiver: object, /) -> str:
         raise InvalidReceiver(
             f"receiver {module}:{qualname} is a bound method; subscribe a module-level function"
         )
-    return f"{module}:{qualname}"
+    name = f"{module}:{qualname}"
+    if not name.isprintable():  # Lone surrogates and control characters included.
+        raise InvalidReceiver(f"receiver {name!a} has a name that cannot be stored as text")
+    return name
 
 
 def subscriptions(pattern: str | None = None) -> list[Subscription]:

@@ -1,0 +1,145 @@
+"""Bad input, from the command line and from Python: one `Error:` line on stderr, exit code 2,
+nothing stored; from Python, `InvalidInput`. Never a traceback."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+import evq
+from evq.cli import cli
+
+
+def stored_events(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT count(*) FROM evq_event").fetchone()[0])
+
+
+def assert_refused(result: Any, path: Path, fragment: str) -> None:
+    """One `Error:` line holding `fragment` on stderr, exit code 2, nothing on stdout or in
+    the queue; for a real subprocess and a CliRunner result alike."""
+    code = getattr(result, "returncode", getattr(result, "exit_code", None))
+    assert code == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: "), result.stderr
+    assert fragment in lines[0], result.stderr
+    assert result.stdout == ""
+    assert stored_events(path) == 0
+
+
+def invoke(*args: str, **env: str) -> Any:
+    return CliRunner().invoke(cli, list(args), env=env or None, prog_name="evq")
+
+
+@pytest.fixture
+def queue_with_an_event(queue_path: Path) -> Path:
+    """A queue that exists, so that read commands get as far as reading their arguments; it
+    is emptied again so that `assert_refused` can check that nothing was stored."""
+    evq.publish("a.b", payload={})
+    with sqlite3.connect(queue_path) as conn:
+        conn.execute("DELETE FROM evq_event")
+    return queue_path
+
+
+# 1. Text that is not UTF-8
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["show", "\udcff"],
+        ["publish", "a.b", "--key", "\udcff"],
+        ["publish", "a.b", "--payload", '{"x": "\udcff"}'],
+        ["dlq", "list", "--receiver", "\udcff"],
+        ["events", "--name", "a\udcff"],
+        ["replay", "--receiver", "m:\udcff"],
+        ["publish", "a.b", "--url", "q\udcff.db"],
+        ["\udcff"],
+        ["publish", "--p\udcffayload", "{}"],
+    ],
+)
+def test_arguments_that_are_not_utf8_are_refused_by_every_command(
+    queue_with_an_event: Path, args: list[str]
+) -> None:
+    # Python hands undecodable argv bytes over as lone surrogates, as CliRunner is given here.
+    assert_refused(invoke(*args), queue_with_an_event, "is not valid UTF-8 text")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["show", b"\xff"],
+        ["publish", "a.b", "--key", b"\xff"],
+        ["dlq", "list", "--receiver", b"\xff"],
+    ],
+)
+def test_non_utf8_argv_bytes_from_a_shell_are_refused(
+    queue_with_an_event: Path, args: list[str | bytes]
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT, evq_env
+
+    result = subprocess.run(
+        [os.fsencode(sys.executable), b"-m", b"evq", *map(os.fsencode, args)],
+        capture_output=True,
+        env=evq_env(),
+        cwd=ROOT,
+        timeout=60,
+    )
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    assert stderr == "Error: the argument '\\xff' is not valid UTF-8 text\n"
+    assert result.stdout == b""
+    assert stored_events(queue_with_an_event) == 0
+
+
+def test_an_evq_variable_that_is_not_utf8_is_refused(queue_path: Path) -> None:
+    result = invoke("publish", "a.b", EVQ_PUBLISH_KEY="k\udcff")
+    assert_refused(result, queue_path, "the environment variable 'EVQ_PUBLISH_KEY'")
+
+
+@pytest.mark.parametrize("key", ["\udcff", "a\ud800b"])
+def test_the_api_refuses_a_key_that_is_not_valid_unicode(queue_path: Path, key: str) -> None:
+    with pytest.raises(evq.InvalidInput, match="idempotency key must be valid Unicode"):
+        evq.publish("a.b", payload={}, key=key)
+    with pytest.raises(evq.InvalidInput, match="event 2: an idempotency key"):
+        evq.publish_many([{"name": "a.b", "payload": {}}, {"name": "a.b", "key": key}])
+    assert stored_events(queue_path) == 0
+
+
+def test_the_api_refuses_names_and_payload_text_that_are_not_valid_unicode(
+    queue_path: Path,
+) -> None:
+    with pytest.raises(evq.InvalidInput, match="invalid event name"):
+        evq.publish("a.\udcff", payload={})
+    with pytest.raises(evq.InvalidInput, match="not valid Unicode"):
+        evq.publish("a.b", payload={"x": "\udcff"})
+    with pytest.raises(evq.InvalidInput, match="not valid Unicode"):
+        evq.publish("a.b", payload={"\udcff": 1})
+    assert stored_events(queue_path) == 0
+
+
+def test_a_receiver_whose_name_is_not_valid_unicode_is_refused() -> None:
+    def receiver(event: evq.Event, /) -> None:
+        pass
+
+    receiver.__qualname__ = "receiver\udcff"
+    with pytest.raises(evq.InvalidInput, match="cannot be stored as text"):
+        evq.subscribe("a.b", receiver=receiver)
+
+
+def test_click_usage_errors_are_one_line_too(queue_path: Path) -> None:
+    assert_refused(invoke("--bogus"), queue_path, "No such option '--bogus' (see 'evq --help')")
+    assert_refused(invoke("publish", "a.b", "--bogus"), queue_path, "see 'evq publish --help'")
+    assert_refused(invoke("dlq", "show", "x"), queue_path, "is not a valid integer")
