@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from conftest import run_evq
 
 import evq
 from evq.cli import cli
@@ -143,3 +144,28 @@ def test_click_usage_errors_are_one_line_too(queue_path: Path) -> None:
     assert_refused(invoke("--bogus"), queue_path, "No such option '--bogus' (see 'evq --help')")
     assert_refused(invoke("publish", "a.b", "--bogus"), queue_path, "see 'evq publish --help'")
     assert_refused(invoke("dlq", "show", "x"), queue_path, "is not a valid integer")
+
+
+# 2. Integers out of range
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (["events", "--limit", str(2**70)], {}),
+        (["events"], {"EVQ_EVENTS_LIMIT": str(2**70)}),
+        (["dlq", "list", "--limit", str(2**70)], {}),
+        (["dlq", "list", "--limit", "1000001"], {}),
+        (["worker", "--workers", str(2**70)], {}),
+        (["worker", "--prefetch", str(2**63)], {}),
+    ],
+)
+def test_integer_options_out_of_range_are_refused(
+    queue_with_an_event: Path, args: list[str], env: dict[str, str]
+) -> None:
+    assert_refused(invoke(*args, **env), queue_with_an_event, "is not in the range 1<=x<=")
+
+
+def test_a_limit_of_2_to_the_70_is_refused_by_the_real_command(queue_with_an_event: Path) -> None:
+    result = run_evq("events", "--limit", str(2**70))
+    assert_refused(result, queue_with_an_event, "is not in the range 1<=x<=1000000")

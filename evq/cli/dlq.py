@@ -43,7 +43,7 @@ def dlq() -> None:
 @dlq.command("list")
 @click.option("--receiver", metavar="MODULE:QUALNAME", help="Only this receiver's dead letters.")
 @click.option("--name", "pattern", metavar="PATTERN", help="Only events matching this pattern.")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1, max=1_000_000), default=100, show_default=True)
 @output_options
 @url_option
 def list_dead(

@@ -85,7 +85,7 @@ ATTEMPT_COLUMNS = [
 )
 @click.option(
     "--limit",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=1_000_000),
     default=50,
     show_default=True,
     help="Show at most this many events.",

@@ -17,7 +17,7 @@ from evq.cli.options import DURATION, app_option, apply_settings, url_option
 @click.option(
     "--workers",
     "-w",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=256),
     default=1,
     show_default=True,
     show_envvar=True,
@@ -60,7 +60,7 @@ from evq.cli.options import DURATION, app_option, apply_settings, url_option
 )
 @click.option(
     "--prefetch",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=10_000),
     default=16,
     show_default=True,
     show_envvar=True,
