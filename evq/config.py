@@ -17,6 +17,15 @@ DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600.0
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 SYNC_MODES = ("full", "normal", "off")
 
+# Limits, documented in the README and in --help. A lease shorter than a second would expire
+# between a worker's heartbeats: one worker would run its own deliveries twice.
+MIN_LEASE_SECONDS = 1.0
+MAX_LEASE_SECONDS = 86400.0
+MAX_DELAY_SECONDS = 3650 * 86400.0  # Ten years of 365 days.
+MAX_DURATION_SECONDS = 36500 * 86400.0  # A hundred years: any other duration.
+# SQLite refuses strings of a billion bytes; a payload limit that large is a mistake.
+MAX_PAYLOAD_LIMIT_BYTES = 256 * 1024 * 1024
+
 
 class Settings(NamedTuple):
     """Where the queue lives and how it behaves; see the README's configuration table."""
@@ -38,14 +47,48 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
     if env.get("EVQ_SYNC"):
         settings = settings._replace(sync=parse_sync(env["EVQ_SYNC"]))
     if env.get("EVQ_MAX_PAYLOAD"):
-        settings = settings._replace(max_payload_bytes=parse_size(env["EVQ_MAX_PAYLOAD"]))
+        size = check_payload_limit("EVQ_MAX_PAYLOAD", parse_size(env["EVQ_MAX_PAYLOAD"]))
+        settings = settings._replace(max_payload_bytes=size)
     if env.get("EVQ_LEASE") or env.get("EVQ_RETENTION"):
         from evq.durations import parse_duration  # not needed by a plain `evq publish`
     if env.get("EVQ_LEASE"):
-        settings = settings._replace(lease_seconds=parse_duration(env["EVQ_LEASE"]))
+        lease = check_lease("EVQ_LEASE", parse_duration(env["EVQ_LEASE"]))
+        settings = settings._replace(lease_seconds=lease)
     if env.get("EVQ_RETENTION"):
-        settings = settings._replace(retention_seconds=parse_duration(env["EVQ_RETENTION"]))
+        retention = check_seconds("EVQ_RETENTION", parse_duration(env["EVQ_RETENTION"]))
+        settings = settings._replace(retention_seconds=retention)
     return settings
+
+
+def check_seconds(
+    what: str, seconds: float, *, minimum: float = 0.0, maximum: float = MAX_DURATION_SECONDS
+) -> float:
+    """Return `seconds` if it is a number from `minimum` to `maximum`, else raise
+    `InvalidInput` naming `what` and the range."""
+    if type(seconds) not in (int, float) or not minimum <= seconds <= maximum:
+        from evq.durations import format_seconds
+
+        raise InvalidInput(
+            f"{what} must be from {format_seconds(minimum)} to {format_seconds(maximum)},"
+            f" got {seconds!r}"
+        )
+    return float(seconds)
+
+
+def check_lease(what: str, seconds: float) -> float:
+    """Return `seconds` if it is a lease from 1 s to 1 day, else raise `InvalidInput`."""
+    return check_seconds(what, seconds, minimum=MIN_LEASE_SECONDS, maximum=MAX_LEASE_SECONDS)
+
+
+def check_payload_limit(what: str, size: int) -> int:
+    """Return `size` if it is a payload limit from 1 byte to 256 MiB, else raise
+    `InvalidInput`."""
+    if type(size) is not int or not 1 <= size <= MAX_PAYLOAD_LIMIT_BYTES:
+        raise InvalidInput(
+            f"{what} must be from 1 byte to {MAX_PAYLOAD_LIMIT_BYTES:,} bytes (256MiB),"
+            f" got {size!r}"
+        )
+    return size
 
 
 def parse_sync(text: str) -> str:
@@ -103,11 +146,11 @@ def configure(
     if sync is not None:
         changes["sync"] = parse_sync(sync)
     if max_payload_bytes is not None:
-        changes["max_payload_bytes"] = max_payload_bytes
+        changes["max_payload_bytes"] = check_payload_limit("max_payload_bytes", max_payload_bytes)
     if lease_seconds is not None:
-        changes["lease_seconds"] = lease_seconds
+        changes["lease_seconds"] = check_lease("lease_seconds", lease_seconds)
     if retention_seconds is not None:
-        changes["retention_seconds"] = retention_seconds
+        changes["retention_seconds"] = check_seconds("retention_seconds", retention_seconds)
     _settings = current()._replace(**changes)  # type: ignore[arg-type]
     return _settings
 

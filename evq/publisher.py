@@ -106,7 +106,8 @@ def prepare(
 
 
 def delay_seconds(delay: Delay) -> float:
-    """Return a delay given as seconds or a timedelta as seconds; reject negative delays."""
+    """Return a delay given as seconds or a timedelta as seconds; reject negative delays and
+    delays over ten years (`config.MAX_DELAY_SECONDS`), whose due times no reader could show."""
     if delay is None:
         return 0.0
     if isinstance(delay, dt.timedelta):
@@ -122,6 +123,11 @@ def delay_seconds(delay: Delay) -> float:
         raise InvalidInput(f"delay must be zero or more seconds, got {delay!r}")
     if seconds == math.inf:
         raise InvalidInput(f"delay must be a finite number of seconds, got {delay!r}")
+    if seconds > config.MAX_DELAY_SECONDS:
+        raise InvalidInput(
+            f"delay must be at most {config.MAX_DELAY_SECONDS:.0f} seconds (ten years),"
+            f" got {delay!r}"
+        )
     return seconds
 
 

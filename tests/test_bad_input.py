@@ -12,6 +12,8 @@ from click.testing import CliRunner
 from conftest import run_evq
 
 import evq
+import evq.config
+import evq.subscriptions
 from evq.cli import cli
 
 
@@ -37,6 +39,7 @@ def assert_refused(result: Any, path: Path, fragment: str) -> None:
 
 
 def invoke(*args: str, **env: str) -> Any:
+    evq.config.reset()  # Settings are read from the environment once per process.
     return CliRunner().invoke(cli, list(args), env=env or None, prog_name="evq")
 
 
@@ -278,3 +281,131 @@ def test_a_payload_of_exactly_the_limit_is_read_whole(queue_path: Path, tmp_path
 def test_a_jsonl_line_from_dev_zero_is_refused_after_reading_the_limit(queue_path: Path) -> None:
     result = run_with_memory_limit("publish", "--jsonl", "/dev/zero")
     assert_refused(result, queue_path, "line 1: longer than")
+
+
+# 5. Times out of range
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "fragment"),
+    [
+        (["publish", "far.x", "--delay", "9" * 29], None, "is out of range: use from 0 s to 3650"),
+        (["publish", "far.x", "--delay", "3651d"], None, "is out of range"),
+        (["publish", "--jsonl", "-"], '{"name": "far.x", "delay": 1e308}\n', "line 1: delay"),
+        (["publish", "--jsonl", "-", "--delay", "4000d"], '{"name": "far.x"}\n', "--delay"),
+        (["prune", "--older-than", "1000000000000s"], None, "is out of range"),
+        (["dlq", "purge", "--older-than", "36501d"], None, "is out of range"),
+        (["events", "--since", "1000000000000s"], None, "further back than datetime"),
+        (["events", "--until", "0001-01-01T00:00:00+01:00"], None, "outside the range"),
+        (["replay", "--since", "9" * 30], None, "invalid time"),
+        (["status", "--check", "--max-age", "36501d"], None, "is out of range"),
+    ],
+)
+def test_times_out_of_range_are_refused(
+    queue_with_an_event: Path, args: list[str], stdin: str | None, fragment: str
+) -> None:
+    result = CliRunner().invoke(cli, args, input=stdin, prog_name="evq")
+    assert_refused(result, queue_with_an_event, fragment)
+
+
+def test_a_delay_of_ten_years_is_the_most_accepted(queue_path: Path) -> None:
+    assert run_evq("publish", "far.x", "--delay", "3650d").returncode == 0
+    for command in (["events"], ["events", "--json"], ["status"]):
+        result = run_evq(*command)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == ""
+
+
+@pytest.mark.parametrize("delay", [10**20, 1e308, 3650 * 86400 + 1, float("nan"), -1])
+def test_the_api_refuses_delays_over_ten_years(queue_path: Path, delay: float) -> None:
+    with pytest.raises(evq.InvalidInput, match="delay must be"):
+        evq.publish("far.x", payload={}, delay=delay)
+    with pytest.raises(evq.InvalidInput, match="event 1: delay must be"):
+        evq.publish_many([{"name": "far.x", "delay": delay}])
+    assert stored_events(queue_path) == 0
+
+
+def test_a_prune_of_a_hundred_years_still_works(queue_path: Path) -> None:
+    evq.publish("a.b", payload={})
+    result = run_evq("prune", "--older-than", "36500d", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Would delete 0 finished events published before 19")
+
+
+# 9. Nonsensical leases, timeouts, intervals and settings
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "fragment"),
+    [
+        (["worker", "--burst"], {"EVQ_LEASE": "0"}, "'0' is out of range: use from 1 s to 1 day"),
+        (["worker", "--burst", "--lease", "500ms"], {}, "is out of range: use from 1 s"),
+        (["worker", "--burst", "--lease", "2d"], {}, "is out of range"),
+        (["worker", "--burst", "--shutdown-timeout", "2d"], {}, "is out of range"),
+        (["worker", "--burst"], {"EVQ_WORKER_SHUTDOWN_TIMEOUT": "soon"}, "invalid duration"),
+        (["status", "--watch", "--interval", "0"], {}, "use from 100 ms to 1 day"),
+        (["status", "--watch", "--interval", "9" * 30], {}, "is out of range"),
+        (["status", "--check", "--max-age", "-1s"], {}, "cannot be negative"),
+        (["publish", "a.b"], {"EVQ_LEASE": "0"}, "EVQ_LEASE must be from 1 s to 1 day"),
+        (["publish", "a.b"], {"EVQ_RETENTION": "36501d"}, "EVQ_RETENTION must be from 0 s"),
+        (["publish", "a.b"], {"EVQ_MAX_PAYLOAD": "1GiB"}, "EVQ_MAX_PAYLOAD must be from 1 byte"),
+        (["publish", "a.b"], {"EVQ_MAX_PAYLOAD": "0"}, "invalid size"),
+        (["publish", "a.b"], {"EVQ_SYNC": "sometimes"}, "invalid sync mode"),
+        (["prune"], {"EVQ_RETENTION": "forever"}, "invalid duration 'forever'"),
+    ],
+)
+def test_nonsensical_durations_and_settings_are_refused(
+    queue_with_an_event: Path, args: list[str], env: dict[str, str], fragment: str
+) -> None:
+    assert_refused(invoke(*args, **env), queue_with_an_event, fragment)
+
+
+def test_a_worker_refuses_a_zero_lease_from_the_environment(queue_path: Path) -> None:
+    result = run_evq("worker", "--burst", "--app", "tests.apps.recorder", EVQ_LEASE="0")
+    assert_refused(result, queue_path, "(env var: 'EVQ_LEASE'): '0' is out of range")
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"lease_seconds": 0},
+        {"lease_seconds": 0.5},
+        {"lease_seconds": float("nan")},
+        {"retention_seconds": -1},
+        {"retention_seconds": float("inf")},
+        {"max_payload_bytes": 0},
+        {"max_payload_bytes": 2**40},
+        {"max_payload_bytes": "1MiB"},
+    ],
+)
+def test_configure_refuses_values_out_of_range(settings: dict[str, Any]) -> None:
+    before = evq.config.current()
+    with pytest.raises(evq.InvalidInput, match="must be from"):
+        evq.configure(**settings)
+    assert evq.config.current() == before
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"retries": 10**30}, "retries must be an int from 0 to 10,000"),
+        ({"retries": 1.5}, "retries must be an int"),
+        ({"retries": "3"}, "retries must be an int"),
+        ({"timeout": float("nan")}, "timeout must be at most"),
+        ({"timeout": float("inf")}, "timeout must be at most"),
+        ({"timeout": "10"}, "timeout must be a number of seconds"),
+        ({"retry_delay": 1e300}, "retry_delay must be at most"),
+        ({"max_retry_delay": float("nan")}, "max_retry_delay must be at most"),
+        ({"timeout": 0}, "timeout must be positive"),
+    ],
+)
+def test_subscribe_refuses_nonsensical_delivery_options(
+    options: dict[str, Any], fragment: str
+) -> None:
+    with pytest.raises(evq.InvalidInput, match=fragment):
+        evq.subscribe("a.b", receiver=_receiver, **options)
+    assert evq.subscriptions.subscriptions() == []
+
+
+def _receiver(event: evq.Event, /) -> None:
+    pass

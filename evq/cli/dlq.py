@@ -108,7 +108,10 @@ def redrive(
 @click.argument("delivery_ids", nargs=-1, type=int, metavar="[ID]...")
 @click.option("--all", "everything", is_flag=True, help="Purge every dead letter.")
 @click.option(
-    "--older-than", type=DURATION, metavar="DURATION", help="Purge those dead for longer: 30d."
+    "--older-than",
+    type=DURATION,
+    metavar="DURATION",
+    help="Purge those dead for longer: 30d (at most 36500d).",
 )
 @click.option("--receiver", metavar="MODULE:QUALNAME", help="Purge this receiver's.")
 @click.option("--dry-run", is_flag=True, help="Only say how many would be purged.")

@@ -8,7 +8,8 @@ from typing import Any, BinaryIO
 
 import click
 
-from evq.cli.options import DURATION, apply_settings, url_option
+from evq.cli.options import Duration, apply_settings, url_option
+from evq.config import MAX_DELAY_SECONDS
 from evq.errors import InvalidInput, InvalidPayload, PayloadTooLarge
 
 
@@ -24,9 +25,9 @@ from evq.errors import InvalidInput, InvalidPayload, PayloadTooLarge
 )
 @click.option(
     "--delay",
-    type=DURATION,
+    type=Duration(maximum=MAX_DELAY_SECONDS),
     show_envvar=True,
-    help="Deliver no sooner than this from now: 30s, 5m, 2h, 1d.",
+    help="Deliver no sooner than this from now: 30s, 5m, 2h, 1d; at most 3650d (ten years).",
 )
 @click.option(
     "--key",
@@ -59,8 +60,8 @@ def publish(
 
     The event is committed to the queue file before this returns; `evq worker` then delivers
     it to every receiver subscribed to NAME. Bad input exits with code 2 and stores nothing.
-    With --jsonl, a line may add "key" and "delay" (in seconds, a number) to its name and
-    payload; every line is checked before any is stored.
+    With --jsonl, a line may add "key" and "delay" (in seconds, a number, at most ten years)
+    to its name and payload; every line is checked before any is stored.
 
     \b
       evq publish user.created --payload '{"user_id": 42}'

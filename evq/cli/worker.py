@@ -10,7 +10,8 @@ from typing import ClassVar
 
 import click
 
-from evq.cli.options import DURATION, app_option, apply_settings, url_option
+from evq.cli.options import Duration, app_option, apply_settings, url_option
+from evq.config import MAX_LEASE_SECONDS, MIN_LEASE_SECONDS
 
 
 @click.command()
@@ -41,22 +42,22 @@ from evq.cli.options import DURATION, app_option, apply_settings, url_option
 @click.option(
     "--lease",
     "lease_seconds",
-    type=DURATION,
+    type=Duration(minimum=MIN_LEASE_SECONDS, maximum=MAX_LEASE_SECONDS),
     default="30s",
     show_default=True,
     envvar="EVQ_LEASE",
     show_envvar=True,
     help="How long a delivery stays taken by this worker without a heartbeat before another"
-    " worker may run it. A subscription's timeout= overrides it.",
+    " worker may run it, from 1s to 1d. A subscription's timeout= overrides it.",
 )
 @click.option(
     "--shutdown-timeout",
-    type=DURATION,
+    type=Duration(maximum=86400.0),
     default="30s",
     show_default=True,
     show_envvar=True,
     help="On SIGTERM, SIGINT or SIGHUP, wait this long for running receivers, then give their"
-    " deliveries back to the queue.",
+    " deliveries back to the queue; at most 1d.",
 )
 @click.option(
     "--prefetch",
