@@ -409,3 +409,165 @@ def test_subscribe_refuses_nonsensical_delivery_options(
 
 def _receiver(event: evq.Event, /) -> None:
     pass
+
+
+# 6. Nesting
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """A payload `depth` objects deep, itself counting as one."""
+    payload: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        payload = {"x": payload}
+    return payload
+
+
+def nested_text(depth: int) -> str:
+    return '{"x":' * (depth - 1) + "{}" + "}" * (depth - 1)
+
+
+def test_a_payload_nested_100_deep_is_stored_and_comes_back(queue_path: Path) -> None:
+    import json
+
+    evq.publish("a.b", payload=nested(100))
+    evq.publish_many([{"name": "a.b", "payload": {"list": [[[[]]]], "deep": nested(99)}}])
+    with sqlite3.connect(queue_path) as conn:
+        payloads = [json.loads(p) for (p,) in conn.execute("SELECT payload FROM evq_event")]
+    assert payloads == [nested(100), {"list": [[[[]]]], "deep": nested(99)}]
+
+
+@pytest.mark.parametrize("depth", [101, 500, 989, 990, 991, 5000])
+def test_the_api_refuses_payloads_nested_deeper_than_100(queue_path: Path, depth: int) -> None:
+    with pytest.raises(evq.InvalidInput, match=r"nested|deep"):
+        evq.publish("a.b", payload=nested(depth))
+    with pytest.raises(evq.InvalidInput, match="event 2: payload"):
+        evq.publish_many([{"name": "a.b"}, {"name": "a.b", "payload": nested(depth)}])
+    assert stored_events(queue_path) == 0
+
+
+def test_nesting_in_lists_counts_too(queue_path: Path) -> None:
+    with pytest.raises(evq.InvalidInput, match="more than 100 deep"):
+        evq.publish("a.b", payload={"x": [[{"y": nested(98)}]]})
+    evq.publish("a.b", payload={"x": [{"y": nested(97)}]})
+    assert stored_events(queue_path) == 1
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(queue_path: Path) -> None:
+    evq.publish("a.b", payload={"x": "[{" * 1000, "y": '"\\[' * 300})
+    assert stored_events(queue_path) == 1
+
+
+@pytest.mark.parametrize("depth", [101, 990, 100_000])
+def test_the_cli_refuses_payloads_nested_deeper_than_100(queue_path: Path, depth: int) -> None:
+    text = nested_text(depth)
+    result = invoke("publish", "a.b", "--payload", text)
+    assert_refused(result, queue_path, "deep")
+    line = '{"name": "a.b", "payload": ' + text + "}\n"
+    result = CliRunner().invoke(cli, ["publish", "--jsonl", "-"], input=line, prog_name="evq")
+    assert_refused(result, queue_path, "line 1: ")
+
+
+READ_COMMANDS = [
+    ["events"],
+    ["events", "--json"],
+    ["events", "--jsonl"],
+    ["dlq", "list"],
+    ["dlq", "list", "--json"],
+]
+
+
+@pytest.fixture
+def queue_with_odd_rows(queue_path: Path) -> dict[str, str]:
+    """A queue holding, besides a good event, rows no evq would store today: payloads nested
+    too deeply for Python to decode or print, invalid JSON, bytes, a time no date holds; each
+    with a dead letter. Returns the id of each by kind."""
+    evq.publish("good.one", payload={"a": 1})
+    rows = {
+        "nested 990": nested_text(990),
+        "nested 500": nested_text(500),
+        "nested 100000": nested_text(100_000),
+        "truncated": '{"x": ',
+        "list": "[1, 2]",
+        "bytes": b"\xff\xfe{",
+        "far future": "{}",
+    }
+    ids = {}
+    with sqlite3.connect(queue_path) as conn:
+        for number, (kind, payload) in enumerate(rows.items()):
+            event_id = f"01ODD{number:021d}"
+            due = 1e29 if kind == "far future" else 1.0
+            cursor = conn.execute(
+                "INSERT INTO evq_event (id, name, payload, published_at, due_at, dispatched_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (event_id, "odd.row", payload, 1.0, due, 2.0 if due == 1.0 else None),
+            )
+            if due == 1.0:
+                conn.execute(
+                    "INSERT INTO evq_delivery (event_seq, receiver, state, attempt, created_at,"
+                    " started_at, finished_at, last_error, traceback)"
+                    " VALUES (?, 'm:f', 'dead', 1, 2.0, 2.0, 3.0, 'E', 'Traceback...')",
+                    (cursor.lastrowid,),
+                )
+            ids[kind] = event_id
+    return ids
+
+
+@pytest.mark.parametrize("args", READ_COMMANDS)
+def test_list_commands_survive_whatever_is_stored(
+    queue_with_odd_rows: dict[str, str], args: list[str]
+) -> None:
+    result = run_evq(*args)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    if "--json" in args:
+        import json
+
+        json.loads(result.stdout)
+
+
+def test_show_and_dlq_show_survive_whatever_is_stored(queue_with_odd_rows: dict[str, str]) -> None:
+    import json
+
+    for kind, event_id in queue_with_odd_rows.items():
+        for args in (["show", event_id], ["show", event_id, "--json"]):
+            result = invoke(*args)
+            assert result.exit_code == 0, (kind, result.stderr, result.exception)
+            assert result.stderr == ""
+        document = json.loads(invoke("show", event_id, "--json").stdout)
+        data = document["event"]["data"]
+        if kind.startswith("nested") or kind in ("truncated", "list", "bytes"):
+            assert isinstance(data, str), kind  # Shown as it is stored.
+        else:
+            assert data == {}
+    dead = json.loads(invoke("dlq", "list", "--json").stdout)
+    assert len(dead) == 6
+    for letter in dead:
+        for args in (
+            ["dlq", "show", str(letter["id"])],
+            ["dlq", "show", str(letter["id"]), "--json"],
+        ):
+            result = invoke(*args)
+            assert result.exit_code == 0, (letter, result.stderr, result.exception)
+            assert result.stderr == ""
+
+
+def test_show_on_a_terminal_survives_whatever_is_stored(
+    queue_with_odd_rows: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import evq.cli.events
+    import evq.cli.output
+
+    monkeypatch.setattr(evq.cli.output, "is_terminal", lambda stream: True)
+    monkeypatch.setattr(evq.cli.events, "is_terminal", lambda stream: True)
+    for args in (["events"], *(["show", event_id] for event_id in queue_with_odd_rows.values())):
+        result = invoke(*args)
+        assert result.exit_code == 0, (args, result.stderr, result.exception)
+    assert invoke("dlq", "list").exit_code == 0
+
+
+def test_a_worker_dead_letters_a_stored_payload_too_deep_to_decode() -> None:
+    from evq.errors import InvalidPayload
+    from evq.payload import decode_payload
+
+    with pytest.raises(InvalidPayload, match="nested too deeply to decode"):
+        decode_payload(nested_text(100_000))

@@ -195,9 +195,8 @@ def _choose(
 
 
 def _record(letter: dict[str, Any], *, with_details: bool) -> dict[str, Any]:
-    from evq.errors import InvalidPayload
-    from evq.event import timestamp_to_datetime
-    from evq.payload import decode_payload
+    from evq.cli.events import iso
+    from evq.payload import payload_to_show
 
     record = {
         "id": letter["id"],
@@ -205,26 +204,21 @@ def _record(letter: dict[str, Any], *, with_details: bool) -> dict[str, Any]:
         "name": letter["name"],
         "receiver": letter["receiver"],
         "attempts": letter["attempts"],
-        "dead_at": timestamp_to_datetime(letter["dead_at"]).isoformat(),
-        "published_at": timestamp_to_datetime(letter["published_at"]).isoformat(),
+        "dead_at": iso(letter["dead_at"]),
+        "published_at": iso(letter["published_at"]),
         "error": letter["error"],
     }
     if with_details:
-        try:
-            record["payload"] = decode_payload(letter["payload"])
-        except InvalidPayload:
-            raw = letter["payload"]
-            record["payload"] = raw if isinstance(raw, str) else repr(raw)
+        # A payload that is not a JSON object evq could store is shown as it is stored.
+        record["payload"] = payload_to_show(letter["payload"])
         record["traceback"] = letter["traceback"]
     return record
 
 
 def _age(iso: str) -> str:
-    import datetime as dt
+    from evq.cli.events import ago
 
-    from evq.durations import format_age
-
-    return format_age(dt.datetime.fromisoformat(iso), now=dt.datetime.now(dt.UTC))
+    return ago(iso)
 
 
 def _s(count: int) -> str:
