@@ -571,3 +571,46 @@ def test_a_worker_dead_letters_a_stored_payload_too_deep_to_decode() -> None:
 
     with pytest.raises(InvalidPayload, match="nested too deeply to decode"):
         decode_payload(nested_text(100_000))
+
+
+# 7. Events given to publish_many
+
+
+@pytest.mark.parametrize(
+    ("events", "fragment"),
+    [
+        ([{1: {}}], "event 1: unknown field(s): 1"),
+        ([{"name": "a.b"}, {"name": "a.b", None: 1}], "event 2: unknown field(s): None"),
+        ([{(1, 2): 1, "x": 2}], "event 1: unknown field(s): (1, 2), x"),
+        ([{"name": "a.b"}, "a.b"], "event 2: expected an object"),
+        ([None], "event 1: expected an object"),
+        ([{"name": 5}], "event 1: event name must be a string"),
+        ([{"name": "a.b", "key": b"k"}], "event 1: an idempotency key must be"),
+        ([{"name": "a.b", "payload": []}], "event 1: payload must be a JSON object"),
+        ([{"name": "a.b", "payload": {1: 2}}], "event 1: payload has the key 1"),
+        ([{"name": "a.b", "delay": "5"}], "event 1: delay must be a number of seconds"),
+        ([{"name": "a.b", "delay": 10**5000}], "got a number too large to show"),
+    ],
+)
+def test_publish_many_names_the_bad_event(
+    queue_path: Path, events: list[Any], fragment: str
+) -> None:
+    with pytest.raises(evq.InvalidInput) as caught:
+        evq.publish_many(events)
+    assert fragment in str(caught.value)
+    assert stored_events(queue_path) == 0
+
+
+@pytest.mark.parametrize("events", [None, 5, {"name": "a.b"}, "a.b"])
+def test_publish_many_refuses_what_is_not_a_list_of_events(queue_path: Path, events: Any) -> None:
+    with pytest.raises(evq.InvalidInput, match="events must be a list"):
+        evq.publish_many(events)
+
+
+@pytest.mark.parametrize("batch_size", ["x", 1.5, True, None, 0])
+def test_publish_many_refuses_a_batch_size_that_is_not_a_positive_int(
+    queue_path: Path, batch_size: Any
+) -> None:
+    with pytest.raises(evq.InvalidInput, match="batch_size must be"):
+        evq.publish_many([{"name": "a.b"}], batch_size=batch_size)
+    assert stored_events(queue_path) == 0
