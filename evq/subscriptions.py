@@ -210,6 +210,12 @@ def load(apps: Sequence[str] = (), *, entry_points: bool = True) -> list[LoadedM
                     raise _import_error(entry_point.value, source, exc) from exc
             loaded.append(LoadedModule(entry_point.value, source))
     for app in apps:
+        if not all(part.isidentifier() for part in app.split(".")):
+            # importlib reads "../x" as a relative import and fails with a TypeError.
+            raise UnknownApp(
+                f"cannot import --app module {app!r}: not a module name; use a dotted name"
+                " like shop.subscriptions, not a path"
+            )
         if sys.path[0] != "" and "" not in sys.path:
             # `--app` names modules of the current directory, like `python -m` does.
             sys.path.insert(0, "")
@@ -217,7 +223,7 @@ def load(apps: Sequence[str] = (), *, entry_points: bool = True) -> list[LoadedM
             try:
                 importlib.import_module(app)
             except ModuleNotFoundError as exc:
-                if exc.name is not None and app.startswith(exc.name):
+                if exc.name is not None and f"{app}.".startswith(f"{exc.name}."):
                     raise UnknownApp(f"cannot import --app module {app!r}: no such module") from exc
                 raise _import_error(app, "--app", exc) from exc
             except Exception as exc:

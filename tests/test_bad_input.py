@@ -614,3 +614,32 @@ def test_publish_many_refuses_a_batch_size_that_is_not_a_positive_int(
     with pytest.raises(evq.InvalidInput, match="batch_size must be"):
         evq.publish_many([{"name": "a.b"}], batch_size=batch_size)
     assert stored_events(queue_path) == 0
+
+
+# 8. --app names that are not modules
+
+
+@pytest.mark.parametrize("app", ["../../etc/passwd", "/etc/passwd", ".relative", "a..b", "a b"])
+@pytest.mark.parametrize("command", [["worker", "--burst"], ["list-subscribers"]])
+def test_an_app_that_is_not_a_module_name_is_refused(
+    queue_path: Path, command: list[str], app: str
+) -> None:
+    result = run_evq(*command, "--app", app)
+    assert_refused(result, queue_path, f"cannot import --app module {app!r}: not a module name")
+
+
+def test_an_app_from_evq_app_that_is_not_a_module_name_is_refused(queue_path: Path) -> None:
+    result = invoke("list-subscribers", EVQ_APP="tests.apps.recorder,../x")
+    assert_refused(result, queue_path, "'../x': not a module name")
+
+
+def test_an_app_whose_import_of_another_module_fails_is_not_called_unknown(
+    queue_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `shop_subscriptions` exists but imports the missing `shop`: its traceback is shown.
+    (tmp_path / "shop_subscriptions.py").write_text("import shop\n")
+    monkeypatch.chdir(tmp_path)
+    result = invoke("list-subscribers", "--app", "shop_subscriptions")
+    assert result.exit_code == 1
+    assert "Traceback" in result.stderr
+    assert "ModuleNotFoundError(\"No module named 'shop'\")" in result.stderr
