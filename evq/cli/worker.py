@@ -48,7 +48,7 @@ from evq.config import MAX_LEASE_SECONDS, MIN_LEASE_SECONDS
     envvar="EVQ_LEASE",
     show_envvar=True,
     help="How long a delivery stays taken by this worker without a heartbeat before another"
-    " worker may run it, from 1s to 1d. A subscription's timeout= overrides it.",
+    " may run it, 1s to 1d. A subscription's timeout= overrides it.",
 )
 @click.option(
     "--shutdown-timeout",
