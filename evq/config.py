@@ -19,6 +19,15 @@ DEFAULT_PREFETCH = 16
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600.0
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 
+# Limits, documented in the README and in --help. A lease shorter than a second would expire
+# between a worker's heartbeats: one worker would run its own deliveries twice.
+MIN_LEASE_SECONDS = 1.0
+MAX_LEASE_SECONDS = 86400.0
+MAX_DELAY_SECONDS = 3650 * 86400.0  # Ten years of 365 days.
+MAX_DURATION_SECONDS = 36500 * 86400.0  # A hundred years: any other duration.
+# SQLite refuses strings of a billion bytes; a payload limit that large is a mistake.
+MAX_PAYLOAD_LIMIT_BYTES = 256 * 1024 * 1024
+
 
 class Settings(NamedTuple):
     """Where the queue lives and how it behaves; see the README's configuration table."""
@@ -37,12 +46,40 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
     if env.get("EVQ_URL"):
         settings = settings._replace(url=env["EVQ_URL"])
     if env.get("EVQ_MAX_PAYLOAD"):
-        settings = settings._replace(max_payload_bytes=parse_size(env["EVQ_MAX_PAYLOAD"]))
+        size = check_payload_limit("EVQ_MAX_PAYLOAD", parse_size(env["EVQ_MAX_PAYLOAD"]))
+        settings = settings._replace(max_payload_bytes=size)
     if env.get("EVQ_RETENTION"):
         from evq.durations import parse_duration  # not needed by a plain `evq publish`
 
-        settings = settings._replace(retention_seconds=parse_duration(env["EVQ_RETENTION"]))
+        retention = check_seconds("EVQ_RETENTION", parse_duration(env["EVQ_RETENTION"]))
+        settings = settings._replace(retention_seconds=retention)
     return settings
+
+
+def check_seconds(
+    what: str, seconds: float, *, minimum: float = 0.0, maximum: float = MAX_DURATION_SECONDS
+) -> float:
+    """Return `seconds` if it is a number from `minimum` to `maximum`, else raise
+    `InvalidInput` naming `what` and the range."""
+    if type(seconds) not in (int, float) or not minimum <= seconds <= maximum:
+        from evq.durations import format_seconds
+
+        raise InvalidInput(
+            f"{what} must be from {format_seconds(minimum)} to {format_seconds(maximum)},"
+            f" got {seconds!r}"
+        )
+    return float(seconds)
+
+
+def check_payload_limit(what: str, size: int) -> int:
+    """Return `size` if it is a payload limit from 1 byte to 256 MiB, else raise
+    `InvalidInput`."""
+    if type(size) is not int or not 1 <= size <= MAX_PAYLOAD_LIMIT_BYTES:
+        raise InvalidInput(
+            f"{what} must be from 1 byte to {MAX_PAYLOAD_LIMIT_BYTES:,} bytes (256MiB),"
+            f" got {size!r}"
+        )
+    return size
 
 
 _SIZE_PATTERN = r"(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?"
@@ -91,9 +128,9 @@ def configure(
     if url is not None:
         changes["url"] = url
     if max_payload_bytes is not None:
-        changes["max_payload_bytes"] = max_payload_bytes
+        changes["max_payload_bytes"] = check_payload_limit("max_payload_bytes", max_payload_bytes)
     if retention_seconds is not None:
-        changes["retention_seconds"] = retention_seconds
+        changes["retention_seconds"] = check_seconds("retention_seconds", retention_seconds)
     _settings = current()._replace(**changes)  # type: ignore[arg-type]
     return _settings
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
 from evq.errors import InvalidPayload, PayloadTooLarge
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+# How deep objects and arrays may nest in a payload, the payload itself counting as one.
+# Deeper JSON is refused at publish: decoding it in a worker, whose stack is deeper than the
+# publisher's, or printing it with indentation, would exhaust Python's recursion limit.
+MAX_PAYLOAD_DEPTH = 100
 
 
 def encode_payload(payload: object, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> str:
@@ -84,13 +89,48 @@ def decode_payload(text: str | bytes) -> dict[str, Any]:
         value = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidPayload(f"stored payload is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidPayload("stored payload is nested too deeply to decode") from None
     if type(value) is not dict:
         raise InvalidPayload(f"stored payload is {_json_kind(value)}, not a JSON object")
     return value
 
 
+def nested_too_deeply(text: str, max_depth: int = MAX_PAYLOAD_DEPTH) -> bool:
+    """Whether the JSON `text` nests objects and arrays more than `max_depth` deep (the
+    outermost counting as one), found without recursion, whatever the depth.
+
+    Free for most payloads: text too short to hold that many brackets cannot be too deep.
+    """
+    if len(text) < 2 * (max_depth + 1) or text.count("{") + text.count("[") <= max_depth:
+        return False
+    brackets = _NOT_BRACKETS.sub("", _STRINGS.sub("", text))
+    # Each pass removes the innermost level: empty objects and arrays.
+    for _ in range(max_depth):
+        brackets = _INNERMOST.sub("", brackets)
+        if not brackets:
+            return False
+    return True
+
+
+def payload_to_show(text: str | bytes) -> Any:
+    """Return a stored payload for a person or a program to read: the JSON object, or, when it
+    is not a JSON object nested at most `MAX_PAYLOAD_DEPTH` deep (stored by an older evq or by
+    hand), the text as it is stored, which printing it can never fail on."""
+    raw = text if isinstance(text, str) else text.decode("utf-8", "replace")
+    if nested_too_deeply(raw):
+        return raw
+    try:
+        return decode_payload(raw)
+    except InvalidPayload:
+        return raw
+
+
 # Private
 
+_STRINGS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_INNERMOST = re.compile(r"\{\}|\[\]")
 _SCALARS = (str, int, bool, type(None))
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _decoder = json.JSONDecoder()
@@ -138,16 +178,22 @@ def _encode_each(payloads: list[object]) -> list[str]:
 
 
 _encode_all: Callable[[list[object]], list[str]] = _c_encoder() or _encode_each
+# The shortest JSON text nested more than MAX_PAYLOAD_DEPTH deep: that many brackets, closed.
+_SHORTEST_TOO_DEEP = 2 * (MAX_PAYLOAD_DEPTH + 1)
 
 
 def _fit(texts: list[str], max_bytes: int) -> bool:
-    """Whether every text is valid Unicode of at most `max_bytes` bytes in UTF-8."""
+    """Whether every text is valid Unicode of at most `max_bytes` bytes in UTF-8, nested at
+    most `MAX_PAYLOAD_DEPTH` deep."""
     try:
         "".join(texts).encode()
     except UnicodeEncodeError:
         return False
+    longest = max(map(len, texts), default=0)
+    if longest >= _SHORTEST_TOO_DEEP and any(map(nested_too_deeply, texts)):
+        return False
     # UTF-8 takes at most 4 bytes per character: most batches need no per-text count.
-    if max(map(len, texts), default=0) * 4 <= max_bytes:
+    if longest * 4 <= max_bytes:
         return True
     return all(len(text.encode()) <= max_bytes for text in texts)
 
@@ -178,6 +224,11 @@ def _error(payload: object, max_bytes: int) -> InvalidPayload | None:
         except RecursionError:
             return InvalidPayload("payload is nested too deeply, or contains itself")
         return InvalidPayload("payload does not round-trip through JSON exactly")
+    if nested_too_deeply(text):
+        return InvalidPayload(
+            f"payload nests objects and arrays more than {MAX_PAYLOAD_DEPTH} deep;"
+            f" the limit is {MAX_PAYLOAD_DEPTH}"
+        )
     try:
         size = len(text.encode())
     except UnicodeEncodeError as exc:

@@ -63,6 +63,10 @@ def publish_many(
     Every event is validated before anything is stored: one bad event raises `InvalidInput`
     (naming its position) and stores nothing. Events are then committed `batch_size` at a time.
     """
+    if not isinstance(events, Iterable) or isinstance(events, (str, bytes, Mapping)):
+        raise InvalidInput(
+            f"events must be a list (or another iterable) of mappings, not {type(events).__name__}"
+        )
     try:
         batches = prepare_many(list(events), batch_size=batch_size)
     except InvalidInput as exc:
@@ -107,7 +111,8 @@ def prepare(
 
 
 def delay_seconds(delay: Delay) -> float:
-    """Return a delay given as seconds or a timedelta as seconds; reject negative delays."""
+    """Return a delay given as seconds or a timedelta as seconds; reject negative delays and
+    delays over ten years (`config.MAX_DELAY_SECONDS`), whose due times no reader could show."""
     if delay is None:
         return 0.0
     if isinstance(delay, dt.timedelta):
@@ -118,12 +123,26 @@ def delay_seconds(delay: Delay) -> float:
         except OverflowError:
             seconds = math.inf
     else:
-        raise InvalidInput(f"delay must be a number of seconds, not {delay!r}")
+        raise InvalidInput(f"delay must be a number of seconds, not {_shown(delay)}")
     if not seconds >= 0:
-        raise InvalidInput(f"delay must be zero or more seconds, got {delay!r}")
+        raise InvalidInput(f"delay must be zero or more seconds, got {_shown(delay)}")
     if seconds == math.inf:
-        raise InvalidInput(f"delay must be a finite number of seconds, got {delay!r}")
+        raise InvalidInput(f"delay must be a finite number of seconds, got {_shown(delay)}")
+    if seconds > config.MAX_DELAY_SECONDS:
+        raise InvalidInput(
+            f"delay must be at most {config.MAX_DELAY_SECONDS:.0f} seconds (ten years),"
+            f" got {_shown(delay)}"
+        )
     return seconds
+
+
+def _shown(value: object) -> str:
+    """`repr(value)`, cut short so that an error message stays readable."""
+    try:
+        text = repr(value)
+    except ValueError:  # An int too long to convert to text.
+        return "a number too large to show"
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _is_real(value: object) -> bool:
@@ -176,6 +195,8 @@ def prepare_decoded(
 def _prepare_batches(
     items: list[Any], delay: Delay, batch_size: int, encode: _Encode
 ) -> list[list[NewEvent]]:
+    if type(batch_size) is not int:
+        raise InvalidInput(f"batch_size must be an int, got {_shown(batch_size)}")
     if batch_size < 1:
         raise InvalidInput(f"batch_size must be at least 1, got {batch_size!r}")
     max_bytes = config.current().max_payload_bytes
@@ -282,7 +303,9 @@ def _check_item(item: object) -> None:
         raise InvalidInput('expected an object like {"name": ..., "payload": {...}}')
     unknown = set(item) - _ITEM_FIELDS
     if unknown:
-        raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))}")
+        # Keys of a mapping given from Python need not be strings, nor comparable.
+        fields = sorted(key if isinstance(key, str) else repr(key) for key in unknown)
+        raise InvalidInput(f"unknown field(s): {', '.join(fields)}")
     if "name" not in item:
         raise InvalidInput('missing "name"')
 
@@ -290,3 +313,9 @@ def _check_item(item: object) -> None:
 def _check_key(key: object) -> None:
     if not isinstance(key, str) or not key or len(key) > 500:
         raise InvalidInput("an idempotency key must be a non-empty string of at most 500 chars")
+    try:
+        key.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(
+            f"an idempotency key must be valid Unicode text ({exc.reason}: {key[exc.start]!a})"
+        ) from None

@@ -17,10 +17,12 @@ import types
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
+from evq.config import MAX_DURATION_SECONDS
 from evq.errors import AppImportError, InvalidInput, InvalidReceiver, UnknownApp
 from evq.names import matches, validate_pattern
 
 ENTRY_POINT_GROUP = "evq.subscriptions"
+MAX_RETRIES = 10_000
 
 
 class Receiver(Protocol):
@@ -91,7 +93,7 @@ def subscribe(
         pattern=validate_pattern(pattern),
         receiver=receiver,
         name=receiver_name(receiver),
-        retries=_non_negative("retries", retries),
+        retries=_retries(retries),
         retry_delay=_non_negative("retry_delay", retry_delay),
         retry_backoff=max(1.0, float(retry_backoff)),
         max_retry_delay=_non_negative("max_retry_delay", max_retry_delay),
@@ -156,7 +158,10 @@ def receiver_name(receiver: object, /) -> str:
         raise InvalidReceiver(
             f"receiver {module}:{qualname} is a bound method; subscribe a module-level function"
         )
-    return f"{module}:{qualname}"
+    name = f"{module}:{qualname}"
+    if not name.isprintable():  # Lone surrogates and control characters included.
+        raise InvalidReceiver(f"receiver {name!a} has a name that cannot be stored as text")
+    return name
 
 
 def subscriptions(pattern: str | None = None) -> list[Subscription]:
@@ -205,6 +210,12 @@ def load(apps: Sequence[str] = (), *, entry_points: bool = True) -> list[LoadedM
                     raise _import_error(entry_point.value, source, exc) from exc
             loaded.append(LoadedModule(entry_point.value, source))
     for app in apps:
+        if not all(part.isidentifier() for part in app.split(".")):
+            # importlib reads "../x" as a relative import and fails with a TypeError.
+            raise UnknownApp(
+                f"cannot import --app module {app!r}: not a module name; use a dotted name"
+                " like shop.subscriptions, not a path"
+            )
         if sys.path[0] != "" and "" not in sys.path:
             # `--app` names modules of the current directory, like `python -m` does.
             sys.path.insert(0, "")
@@ -212,7 +223,7 @@ def load(apps: Sequence[str] = (), *, entry_points: bool = True) -> list[LoadedM
             try:
                 importlib.import_module(app)
             except ModuleNotFoundError as exc:
-                if exc.name is not None and app.startswith(exc.name):
+                if exc.name is not None and f"{app}.".startswith(f"{exc.name}."):
                     raise UnknownApp(f"cannot import --app module {app!r}: no such module") from exc
                 raise _import_error(app, "--app", exc) from exc
             except Exception as exc:
@@ -232,16 +243,32 @@ def split_apps(values: Sequence[str]) -> list[str]:
 # Private
 
 
+def _retries(value: int) -> int:
+    # Stored with every delivery, as an SQLite integer.
+    if type(value) is not int or not 0 <= value <= MAX_RETRIES:
+        raise InvalidInput(f"retries must be an int from 0 to {MAX_RETRIES:,}, got {value!r}")
+    return value
+
+
 def _non_negative(option: str, value: float) -> Any:
+    _check_seconds(option, value)
     if value < 0:
         raise InvalidInput(f"{option} must not be negative, got {value}")
     return value
 
 
 def _positive(option: str, value: float) -> float:
+    _check_seconds(option, value)
     if value <= 0:
         raise InvalidInput(f"{option} must be positive, got {value}")
     return float(value)
+
+
+def _check_seconds(option: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInput(f"{option} must be a number of seconds, got {value!r}")
+    if not value <= MAX_DURATION_SECONDS:  # NaN too
+        raise InvalidInput(f"{option} must be at most 36500 days (a hundred years), got {value}")
 
 
 def _import_error(module: str, source: str, exc: BaseException) -> AppImportError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -45,6 +46,24 @@ class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.lazy})
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        # Every argument and EVQ_* variable of every command is checked here, once, before
+        # any is used: text that is not UTF-8 cannot be stored, printed or passed to SQLite.
+        try:
+            _check_utf8(args, os.environ)
+        except InvalidInput as exc:
+            raise EvqUsageError(exc) from None
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line(exc) from exc
+
     def invoke(self, ctx: click.Context) -> Any:
         # Library errors become one line on stderr and an exit code here, at the edge, for
         # `evq` and for click's CliRunner alike.
@@ -56,6 +75,8 @@ class LazyGroup(click.Group):
             raise EvqUsageError(exc) from exc
         except EvqError as exc:
             raise EvqUsageError(exc) from exc
+        except click.UsageError as exc:
+            raise _one_line(exc) from exc
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy:
@@ -114,3 +135,52 @@ class EvqUsageError(click.ClickException):
     def __init__(self, error: EvqError) -> None:
         super().__init__(str(error))
         self.exit_code = EXIT_BAD_INPUT if isinstance(error, InvalidInput) else EXIT_FAILURE  # type: ignore[misc]
+
+    def format_message(self) -> str:
+        # One error, one line: a message spread over lines would break log scrapers.
+        return " ".join(part.strip() for part in self.message.splitlines() if part.strip())
+
+
+def _one_line(error: click.UsageError) -> click.ClickException:
+    """Return a click usage error as one `Error:` line (exit code 2), without click's usage
+    lines; the help command it points to is named on that line. Help shown because a group
+    was given no command is left as it is."""
+    if isinstance(error, click.exceptions.NoArgsIsHelpError):
+        return error
+    message = error.format_message().removesuffix(".")
+    if error.ctx is not None:
+        message += f" (see '{error.ctx.command_path} --help')"
+    return EvqUsageError(InvalidInput(message))
+
+
+def _check_utf8(args: list[str], environ: Mapping[str, str]) -> None:
+    """Raise `InvalidInput` for an argument or `EVQ_*` variable that is not valid UTF-8.
+
+    Python hands such bytes over as lone surrogates ("surrogateescape"), which no encoder
+    accepts later.
+    """
+    for arg in args:
+        if not _is_utf8(arg):
+            raise InvalidInput(f"the argument {_shown(arg)} is not valid UTF-8 text")
+    for variable, value in environ.items():
+        if variable.startswith("EVQ_") and not (_is_utf8(variable) and _is_utf8(value)):
+            raise InvalidInput(
+                f"the environment variable {_shown(variable)} is not valid UTF-8 text"
+            )
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(text: str) -> str:
+    # The bytes a surrogate-escaped argument came from, as \xff escapes.
+    try:
+        shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "backslashreplace").decode()
+    return "'" + (shown if len(shown) <= 40 else shown[:39] + "…") + "'"

@@ -44,7 +44,7 @@ def dlq() -> None:
 @dlq.command("list")
 @click.option("--receiver", metavar="MODULE:QUALNAME", help="Only this receiver's dead letters.")
 @click.option("--name", "pattern", metavar="PATTERN", help="Only events matching this pattern.")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1, max=1_000_000), default=100, show_default=True)
 @output_options
 @url_option
 def list_dead(
@@ -109,7 +109,10 @@ def redrive(
 @click.argument("delivery_ids", nargs=-1, metavar="[ID]...")
 @click.option("--all", "everything", is_flag=True, help="Purge every dead letter.")
 @click.option(
-    "--older-than", type=DURATION, metavar="DURATION", help="Purge those dead for longer: 30d."
+    "--older-than",
+    type=DURATION,
+    metavar="DURATION",
+    help="Purge those dead for longer: 30d (at most 36500d).",
 )
 @click.option("--receiver", metavar="MODULE:QUALNAME", help="Purge this receiver's.")
 @click.option("--dry-run", is_flag=True, help="Only say how many would be purged.")
@@ -192,9 +195,8 @@ def _choose(
 
 
 def _record(letter: DeadLetter, *, with_details: bool) -> dict[str, Any]:
-    from evq.errors import InvalidPayload
-    from evq.event import timestamp_to_datetime
-    from evq.payload import decode_payload
+    from evq.cli.events import iso
+    from evq.payload import payload_to_show
 
     record = {
         "id": letter.id,
@@ -202,26 +204,21 @@ def _record(letter: DeadLetter, *, with_details: bool) -> dict[str, Any]:
         "name": letter.name,
         "receiver": letter.receiver,
         "attempts": letter.attempts,
-        "dead_at": timestamp_to_datetime(letter.dead_at).isoformat(),
-        "published_at": timestamp_to_datetime(letter.published_at).isoformat(),
+        "dead_at": iso(letter.dead_at),
+        "published_at": iso(letter.published_at),
         "error": letter.error,
     }
     if with_details:
-        try:
-            record["payload"] = decode_payload(letter.payload)
-        except InvalidPayload:
-            raw = letter.payload
-            record["payload"] = raw if isinstance(raw, str) else repr(raw)
+        # A payload that is not a JSON object evq could store is shown as it is stored.
+        record["payload"] = payload_to_show(letter.payload)
         record["traceback"] = letter.traceback
     return record
 
 
 def _age(iso: str) -> str:
-    import datetime as dt
+    from evq.cli.events import ago
 
-    from evq.durations import format_age
-
-    return format_age(dt.datetime.fromisoformat(iso), now=dt.datetime.now(dt.UTC))
+    return ago(iso)
 
 
 def _s(count: int) -> str:

@@ -89,7 +89,7 @@ ATTEMPT_COLUMNS = [
 )
 @click.option(
     "--limit",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=1_000_000),
     default=50,
     show_default=True,
     help="Show at most this many events.",
@@ -197,17 +197,28 @@ def cloud_event(event: EventRecord, *, source: str) -> dict[str, Any]:
 
 
 def iso(timestamp: float | None) -> str | None:
-    """Return a Unix timestamp as ISO 8601 in UTC, the form of times in machine output."""
+    """Return a Unix timestamp as ISO 8601 in UTC, the form of times in machine output.
+
+    A stored time that no date can hold (written by hand, or a delay an older evq accepted)
+    is returned as the number it is, so that reading the queue never fails on it.
+    """
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat()
+    try:
+        return datetime.fromtimestamp(timestamp, UTC).isoformat()
+    except (OverflowError, OSError, ValueError, TypeError):
+        return str(timestamp)
 
 
 def ago(iso_time: str) -> str:
     """Say how long ago an ISO 8601 time was, for people: "3 min ago"."""
     from evq.durations import format_age
 
-    return format_age(datetime.fromisoformat(iso_time), now=datetime.now(UTC))
+    try:
+        then = datetime.fromisoformat(iso_time)
+    except ValueError:  # A time `iso()` could not convert.
+        return iso_time
+    return format_age(then, now=datetime.now(UTC))
 
 
 def delivery_counts(record: dict[str, Any]) -> dict[str, int]:
@@ -232,11 +243,11 @@ def _selection(name: str | None, since: float | None, until: float | None) -> Ev
 
 
 def _payload(text: str | bytes) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        # Not JSON (written by something other than evq): show it as it is stored.
-        return text if isinstance(text, str) else text.decode("utf-8", "replace")
+    from evq.payload import payload_to_show
+
+    # Not a JSON object evq would store (written by hand, or nested deeper than evq allows
+    # now): show it as it is stored.
+    return payload_to_show(text)
 
 
 def _delivery(delivery: DeliveryRecord) -> dict[str, Any]:

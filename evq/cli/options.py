@@ -40,19 +40,35 @@ def app_option(f: F) -> F:
 
 
 class Duration(click.ParamType):  # type: ignore[type-arg]
-    """A duration such as 30s, 5m, 2h, 7d or a number of seconds."""
+    """A duration such as 30s, 5m, 2h, 7d or a number of seconds, from `minimum` to `maximum`
+    seconds (by default, up to a hundred years)."""
 
     name = "duration"
 
+    def __init__(
+        self, *, minimum: float = 0.0, maximum: float = config.MAX_DURATION_SECONDS
+    ) -> None:
+        self.minimum = minimum
+        self.maximum = maximum
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        from evq.durations import parse_duration  # only when the option is given
+        from evq.durations import format_seconds, parse_duration  # only when the option is given
 
         if isinstance(value, (int, float)):
-            return float(value)
-        try:
-            return parse_duration(value)
-        except InvalidDuration as exc:
-            self.fail(str(exc), param, ctx)
+            seconds = float(value)
+        else:
+            try:
+                seconds = parse_duration(value)
+            except InvalidDuration as exc:
+                self.fail(str(exc), param, ctx)
+        if not self.minimum <= seconds <= self.maximum:
+            self.fail(
+                f"{value!r} is out of range: use from {format_seconds(self.minimum)}"
+                f" to {format_seconds(self.maximum)}",
+                param,
+                ctx,
+            )
+        return seconds
 
 
 DURATION = Duration()

@@ -20,7 +20,7 @@ from evq.storage import open_queue, rules
     show_default=True,
     envvar="EVQ_RETENTION",
     show_envvar=True,
-    help="Delete finished events published longer ago than this: 30d, 12h.",
+    help="Delete finished events published longer ago than this: 30d, 12h; at most 36500d.",
 )
 @click.option("--dry-run", is_flag=True, help="Only say how many events would be deleted.")
 @click.option(

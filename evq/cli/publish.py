@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 
-from evq.cli.options import DURATION, apply_settings, url_option
-from evq.errors import InvalidInput, InvalidPayload
+from evq.cli.options import Duration, apply_settings, url_option
+from evq.config import MAX_DELAY_SECONDS
+from evq.errors import InvalidInput, InvalidPayload, PayloadTooLarge
 
 
 @click.command()
@@ -24,9 +25,9 @@ from evq.errors import InvalidInput, InvalidPayload
 )
 @click.option(
     "--delay",
-    type=DURATION,
+    type=Duration(maximum=MAX_DELAY_SECONDS),
     show_envvar=True,
-    help="Deliver no sooner than this from now: 30s, 5m, 2h, 1d.",
+    help="Deliver no sooner than this from now: 30s, 5m, 2h, 1d; at most 3650d (ten years).",
 )
 @click.option(
     "--key",
@@ -59,8 +60,8 @@ def publish(
 
     The event is committed to the queue file before this returns; `evq worker` then delivers
     it to every receiver subscribed to NAME. Bad input exits with code 2 and stores nothing.
-    With --jsonl, a line may add "key" and "delay" (in seconds, a number) to its name and
-    payload; every line is checked before any is stored.
+    With --jsonl, a line may add "key" and "delay" (in seconds, a number, at most ten years)
+    to its name and payload; every line is checked before any is stored.
 
     \b
       evq publish user.created --payload '{"user_id": 42}'
@@ -76,12 +77,20 @@ def publish(
         from evq.cli.bulk import publish_jsonl
 
         apply_settings(url)
-        publish_jsonl(jsonl_file, delay=delay, as_json=as_json)
+        try:
+            publish_jsonl(jsonl_file, delay=delay, as_json=as_json)
+        except UnicodeDecodeError as exc:
+            # Lines are all read, and checked, before any is stored.
+            bad = exc.object[exc.start : exc.end]
+            raise InvalidInput(
+                f"--jsonl {jsonl_file}: not valid UTF-8 text ({exc.reason}: {bad!r});"
+                " nothing was published"
+            ) from None
         return
     if name is None:
         raise click.UsageError("missing event NAME (or use --jsonl FILE)")
-    data = _read_payload(payload)
-    apply_settings(url)
+    settings = apply_settings(url)
+    data = _read_payload(payload, settings.max_payload_bytes)
     from evq.publisher import prepare, queue
 
     event = prepare(name, payload=data, delay=delay, key=key)
@@ -104,25 +113,27 @@ def publish(
         click.echo(event_id)
 
 
-def _read_payload(option: str | None) -> Any:
+def _read_payload(option: str | None, max_bytes: int) -> Any:
     if option is None:
         return {}
     if option == "-":
-        text = sys.stdin.read()
+        if sys.stdin is None:
+            raise InvalidPayload("--payload -: stdin is closed; expected a JSON object")
         where = "stdin"
+        text = _decoded(_read_at_most(sys.stdin.buffer, max_bytes), where, max_bytes)
         if not text.strip():
             raise InvalidPayload("--payload -: stdin is empty; expected a JSON object")
     elif option.startswith("@"):
         path = option[1:]
         where = path
         try:
-            with open(path, encoding="utf-8") as file:
-                text = file.read()
+            with open(path, "rb") as file:
+                data = _read_at_most(file, max_bytes)
         except FileNotFoundError:
             raise InvalidInput(f"--payload @{path}: no such file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise InvalidInput(f"--payload @{path}: cannot read it: {reason}") from None
+        except OSError as exc:
+            raise InvalidInput(f"--payload @{path}: cannot read it: {exc.strerror}") from None
+        text = _decoded(data, where, max_bytes)
     else:
         text = option
         where = "--payload"
@@ -136,3 +147,30 @@ def _read_payload(option: str | None) -> Any:
         raise InvalidPayload(f"{where} cannot be read: it is nested too deeply") from None
     except ValueError as exc:  # A number too long to convert, for one.
         raise InvalidPayload(f"{where} cannot be read: {exc}") from None
+
+
+def _read_at_most(file: BinaryIO, max_bytes: int) -> bytes:
+    """Read `file` to its end, but never more than `max_bytes` + 1 bytes: enough to tell that
+    it is too long (`--payload @/dev/zero` must not read until memory runs out)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= max_bytes:
+        chunk = file.read(min(max_bytes + 1 - size, 1 << 16))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _decoded(data: bytes, where: str, max_bytes: int) -> str:
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(
+            f"{where} holds more than {max_bytes:,} bytes; the limit is {max_bytes:,}"
+            " (EVQ_MAX_PAYLOAD)"
+        )
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        raise InvalidPayload(f"{where} is not valid UTF-8 text ({exc.reason}: {bad!r})") from None

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from evq.cli.events import ago, iso
-from evq.cli.options import DURATION, url_option
+from evq.cli.options import DURATION, Duration, url_option
 from evq.cli.output import Column, is_terminal, output_options, render, use_color
 from evq.storage import Queue, open_queue
 from evq.storage.rules import RATE_WINDOW_SECONDS, WORKER_SEEN_WITHIN_SECONDS
@@ -41,10 +41,10 @@ _WORKER_COLUMNS = [
 @click.option("--watch", is_flag=True, help="Refresh until interrupted (Ctrl-C), every --interval.")
 @click.option(
     "--interval",
-    type=DURATION,
+    type=Duration(minimum=0.1, maximum=86400.0),
     default="2s",
     show_default=True,
-    help="How often --watch refreshes.",
+    help="How often --watch refreshes, from 0.1s to 1d.",
 )
 @click.option(
     "--check",
@@ -56,7 +56,7 @@ _WORKER_COLUMNS = [
     type=DURATION,
     default="5m",
     show_default=True,
-    help="With --check: the longest a due delivery may wait for a worker.",
+    help="With --check: the longest a due delivery may wait for a worker (at most 36500d).",
 )
 @output_options
 @url_option

@@ -10,14 +10,14 @@ from typing import ClassVar
 import click
 
 from evq import config
-from evq.cli.options import DURATION, app_option, apply_settings, url_option
+from evq.cli.options import Duration, app_option, apply_settings, url_option
 
 
 @click.command()
 @click.option(
     "--workers",
     "-w",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=256),
     default=1,
     show_default=True,
     show_envvar=True,
@@ -41,26 +41,26 @@ from evq.cli.options import DURATION, app_option, apply_settings, url_option
 @click.option(
     "--lease",
     "lease_seconds",
-    type=DURATION,
+    type=Duration(minimum=config.MIN_LEASE_SECONDS, maximum=config.MAX_LEASE_SECONDS),
     default=f"{config.DEFAULT_LEASE_SECONDS:g}s",
     show_default=True,
     envvar="EVQ_LEASE",
     show_envvar=True,
     help="How long a delivery stays taken by this worker without a heartbeat before another"
-    " worker may run it. A subscription's timeout= overrides it.",
+    " may run it, 1s to 1d. A subscription's timeout= overrides it.",
 )
 @click.option(
     "--shutdown-timeout",
-    type=DURATION,
+    type=Duration(maximum=86400.0),
     default=f"{config.DEFAULT_SHUTDOWN_TIMEOUT_SECONDS:g}s",
     show_default=True,
     show_envvar=True,
     help="On SIGTERM, SIGINT or SIGHUP, wait this long for running receivers, then give their"
-    " deliveries back to the queue.",
+    " deliveries back to the queue; at most 1d.",
 )
 @click.option(
     "--prefetch",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=10_000),
     default=config.DEFAULT_PREFETCH,
     show_default=True,
     show_envvar=True,
