@@ -9,9 +9,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from evq.config import DEFAULT_MAX_PAYLOAD_BYTES
 from evq.errors import InvalidPayload, PayloadTooLarge
 
-DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 # How deep objects and arrays may nest in a payload, the payload itself counting as one.
 # Deeper JSON is refused at publish: decoding it in a worker, whose stack is deeper than the
 # publisher's, or printing it with indentation, would exhaust Python's recursion limit.

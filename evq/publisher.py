@@ -60,8 +60,10 @@ def publish_many(
     """Publish many events, each a mapping with `name`, `payload` and optionally `key` and
     `delay`; return their ids in order.
 
-    Every event is validated before anything is stored: one bad event raises `InvalidInput`
-    (naming its position) and stores nothing. Events are then committed `batch_size` at a time.
+    Every event is validated before anything is stored (`batch_size` at a time): one bad
+    event raises `InvalidInput` (naming its position) and stores nothing. All are then stored
+    in one transaction: a failure there (`StorageError`), or the process killed meanwhile,
+    stores none of them, so the same call can simply be made again.
     """
     if not isinstance(events, Iterable) or isinstance(events, (str, bytes, Mapping)):
         raise InvalidInput(
@@ -73,11 +75,7 @@ def publish_many(
         if exc.position is None:
             raise
         raise type(exc)(f"event {exc.position + 1}: {exc}") from None
-    store = queue()
-    ids: list[str] = []
-    for batch in batches:
-        ids.extend(store.publish(batch))
-    return ids
+    return queue().publish([event for batch in batches for event in batch])
 
 
 def prepare(

@@ -38,6 +38,13 @@ class Receiver(Protocol):
 
 ReceiverT = TypeVar("ReceiverT", bound=Callable[..., Any])
 
+# The delivery options' defaults, written once: `Subscription`, `subscribe` and `subscriber`
+# all read them.
+DEFAULT_RETRIES = 5
+DEFAULT_RETRY_DELAY = 1.0
+DEFAULT_RETRY_BACKOFF = 2.0
+DEFAULT_MAX_RETRY_DELAY = 3600.0
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Subscription:
@@ -46,10 +53,10 @@ class Subscription:
     pattern: str
     receiver: Receiver
     name: str
-    retries: int = 5
-    retry_delay: float = 1.0
-    retry_backoff: float = 2.0
-    max_retry_delay: float = 3600.0
+    retries: int = DEFAULT_RETRIES
+    retry_delay: float = DEFAULT_RETRY_DELAY
+    retry_backoff: float = DEFAULT_RETRY_BACKOFF
+    max_retry_delay: float = DEFAULT_MAX_RETRY_DELAY
     jitter: bool = True
     timeout: float | None = None
     dont_retry: tuple[type[BaseException], ...] = ()
@@ -73,10 +80,10 @@ def subscribe(
     /,
     *,
     receiver: Receiver,
-    retries: int = 5,
-    retry_delay: float = 1.0,
-    retry_backoff: float = 2.0,
-    max_retry_delay: float = 3600.0,
+    retries: int = DEFAULT_RETRIES,
+    retry_delay: float = DEFAULT_RETRY_DELAY,
+    retry_backoff: float = DEFAULT_RETRY_BACKOFF,
+    max_retry_delay: float = DEFAULT_MAX_RETRY_DELAY,
     jitter: bool = True,
     timeout: float | None = None,
     dont_retry: Sequence[type[BaseException]] = (),
@@ -110,10 +117,10 @@ def subscriber(
     pattern: str,
     /,
     *,
-    retries: int = 5,
-    retry_delay: float = 1.0,
-    retry_backoff: float = 2.0,
-    max_retry_delay: float = 3600.0,
+    retries: int = DEFAULT_RETRIES,
+    retry_delay: float = DEFAULT_RETRY_DELAY,
+    retry_backoff: float = DEFAULT_RETRY_BACKOFF,
+    max_retry_delay: float = DEFAULT_MAX_RETRY_DELAY,
     jitter: bool = True,
     timeout: float | None = None,
     dont_retry: Sequence[type[BaseException]] = (),
@@ -173,11 +180,6 @@ def subscriptions(pattern: str | None = None) -> list[Subscription]:
 def subscriptions_for(name: str, /) -> list[Subscription]:
     """Return the subscriptions whose pattern matches the event `name`."""
     return _registry.matching(name)
-
-
-def find(receiver: str, /) -> list[Subscription]:
-    """Return the subscriptions of the receiver named `receiver` (`module:qualname`)."""
-    return _registry.by_receiver(receiver)
 
 
 def clear() -> None:
@@ -326,10 +328,6 @@ class _Registry:
         with self._lock:
             items = list(self._subscriptions.values())
         return [s for s in items if matches(s.pattern, name)]
-
-    def by_receiver(self, receiver: str) -> list[Subscription]:
-        with self._lock:
-            return [s for s in self._subscriptions.values() if s.name == receiver]
 
     def clear(self) -> None:
         with self._lock:

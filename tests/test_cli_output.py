@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import evq.cli.output
-from evq.cli.output import Column, echo_error, is_terminal, output_options, render, use_color
+from evq.cli.output import Column, is_terminal, output_options, render, use_color
 
 RECORDS: list[dict[str, Any]] = [
     {"id": 1, "name": "order.created", "payload": {"total": 12}, "done": True, "at": None},
@@ -274,38 +274,6 @@ def test_use_color_respects_the_environment(
 ) -> None:
     monkeypatch.setenv(name, value)
     assert not use_color(FakeTerminal())
-
-
-# echo_error
-
-
-def test_echo_error_writes_one_plain_line_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
-    echo_error("queue file 'x.db' does not exist")
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert captured.err == "Error: queue file 'x.db' does not exist\n"
-
-
-def test_echo_error_keeps_a_multiline_message_on_one_line(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    echo_error("first\nsecond\n")
-    assert capsys.readouterr().err == "Error: first second\n"
-
-
-def test_echo_error_is_red_on_a_colour_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    terminal = FakeTerminal()
-    monkeypatch.setattr(sys, "stderr", terminal)
-    echo_error("boom")
-    assert terminal.getvalue() == click.style("Error: boom", fg="red") + "\n"
-
-
-def test_echo_error_is_not_red_with_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
-    terminal = FakeTerminal()
-    monkeypatch.setattr(sys, "stderr", terminal)
-    monkeypatch.setenv("NO_COLOR", "1")
-    echo_error("boom")
-    assert terminal.getvalue() == "Error: boom\n"
 
 
 # import cost

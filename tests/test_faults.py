@@ -188,3 +188,13 @@ def test_a_bulk_publish_on_a_full_disk_stores_nothing_and_says_so(
     assert line.startswith("Error: ") and line.endswith("nothing was published"), line
     assert result.stdout == ""
     assert rows(queue, "SELECT count(*) FROM evq_event") == [(1,)]
+
+
+@needs_root
+def test_publish_many_on_a_full_disk_stores_nothing(small_disk: Path) -> None:
+    queue = small_disk / "evq.db"
+    publish_orders(queue, 1)
+    fill(small_disk, leave_kib=200)
+    with pytest.raises(evq.errors.StorageFull, match="disk is full"):
+        publish_orders(queue, 20_000)
+    assert rows(queue, "SELECT count(*) FROM evq_event") == [(1,)]

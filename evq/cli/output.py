@@ -23,7 +23,6 @@ import click
 
 __all__ = [
     "Column",
-    "echo_error",
     "is_terminal",
     "output_options",
     "render",
@@ -137,16 +136,6 @@ def use_color(stream: TextIO) -> bool:
     if os.environ.get("TERM") == "dumb":
         return False
     return is_terminal(stream)
-
-
-def echo_error(message: str) -> None:
-    """Write `Error: <message>` to stderr as one line, red when stderr allows colour."""
-    # A message spread over lines would break "one error, one line" for log scrapers.
-    one_line = " ".join(part.strip() for part in message.splitlines() if part.strip())
-    text = f"Error: {one_line}"
-    if use_color(sys.stderr):
-        text = click.style(text, fg="red")
-    click.echo(text, file=sys.stderr)
 
 
 def _render_table(

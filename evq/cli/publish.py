@@ -61,7 +61,11 @@ def publish(
     The event is committed to the queue file before this returns; `evq worker` then delivers
     it to every receiver subscribed to NAME. Bad input exits with code 2 and stores nothing.
     With --jsonl, a line may add "key" and "delay" (in seconds, a number, at most ten years)
-    to its name and payload; every line is checked before any is stored.
+    to its name and payload. It is all or nothing: every line is checked, then all are stored
+    in one transaction, and a failure (exit code 1) or a kill meanwhile stores none, so the
+    same input can be given again. Lines with a "key" make even a second run of an input that
+    did go through safe: those events are not stored twice. A line may be at most
+    EVQ_MAX_PAYLOAD plus 64 KiB long.
 
     \b
       evq publish user.created --payload '{"user_id": 42}'
