@@ -372,7 +372,8 @@ class Queue(Protocol):
         ...
 
     def record(self, outcomes: Sequence[Outcome], *, owner: str) -> None:
-        """Record outcomes of leased attempts, each only if its lease is still current."""
+        """Atomically record outcomes of leased attempts (with their history and statistics),
+        each fenced: only if the delivery is still at the attempt its lease took."""
         ...
 
     def renew(self, leases: Sequence[tuple[Lease, float]]) -> int:
@@ -386,7 +387,7 @@ class Queue(Protocol):
         ...
 
     def running_count(self, owner_prefix: str) -> int:
-        """Return how many unexpired leases owners with this prefix hold."""
+        """Return how many unexpired leases owners with this prefix hold (a read)."""
         ...
 
     def watch(self) -> ChangeWatcher | None:
@@ -398,7 +399,8 @@ class Queue(Protocol):
     def worker_seen(
         self, worker_id: str, *, hostname: str, pid: int, started_at: float, info: str
     ) -> None:
-        """Record a worker's heartbeat."""
+        """Record a worker's heartbeat (for `status` only: a backend may keep it lazily and
+        drop it after a day)."""
         ...
 
     def worker_stopped(self, worker_id: str) -> None:
@@ -415,7 +417,8 @@ class Queue(Protocol):
         older_than: float | None = None,
         limit: int | None = None,
     ) -> list[DeadLetter]:
-        """Return dead letters with their events, newest first."""
+        """Return dead letters with their events, newest first (a read). An id this backend
+        could not have made is simply not found."""
         ...
 
     def redrive(self, ids: Sequence[str]) -> int:
@@ -430,7 +433,9 @@ class Queue(Protocol):
     # Inspection
 
     def status(self, *, now: float | None = None) -> QueueStatus:
-        """Return counts, the oldest wait, throughput and the workers seen lately."""
+        """Return counts, the oldest wait, throughput and the workers seen lately, from one
+        consistent read. Lazy: a backend may count from counters and indexes, and must stay
+        instant with millions of finished events stored."""
         ...
 
     def events(
@@ -446,7 +451,7 @@ class Queue(Protocol):
         ...
 
     def event(self, event_id: str, *, now: float | None = None) -> EventRecord | None:
-        """Return one event with every delivery and its history, or None."""
+        """Return one event with every delivery and its history, or None (a read)."""
         ...
 
     # Replay and retention: one short step each; `evq.storage.rules` walks them.
@@ -476,7 +481,8 @@ class Queue(Protocol):
         ...
 
     def forget_old_statistics(self, *, now: float | None = None) -> None:
-        """Delete delivery statistics and heartbeats of workers older than a day."""
+        """Delete delivery statistics and heartbeats of workers older than a day. Lazy: a
+        backend may expire them by itself instead."""
         ...
 
     def close(self) -> None:
