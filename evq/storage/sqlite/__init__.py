@@ -23,7 +23,7 @@ Deliveries are never deleted when a worker takes them: a worker takes a *lease*,
 only changed again when its outcome is known. `attempt` doubles as the fencing token.
 
 The package: `connection` (the file, pragmas, locking), `schema` (`schema.sql` and upgrades),
-`delivering` (publish, fan-out, leases, outcomes), `inspecting` (status, events, dead letters,
+`publishing`, `delivering` (fan-out, leases, outcomes), `inspecting` (status, events, dead letters,
 replay, retention), `outbox` and `wakeup`. Only the standard library is imported: publishing
 must start fast.
 """
@@ -51,7 +51,7 @@ from evq.storage.contract import (
     Role,
     Routing,
 )
-from evq.storage.sqlite import delivering
+from evq.storage.sqlite import publishing
 from evq.storage.sqlite.connection import SYNC_MODES, Connection, parse_url, sync_mode
 
 CAPABILITIES = Capabilities(wakeup=True, outbox=("sqlite3",), durability=SYNC_MODES)
@@ -110,7 +110,7 @@ class SqliteQueue:
     def publish(self, events: Sequence[NewEvent]) -> list[str]:
         """Store `events` in one durable transaction; return their ids."""
         with self._db.write() as conn:
-            return delivering.insert_events(conn, events)
+            return publishing.insert_events(conn, events)
 
     def publish_within(self, connection: Any, events: Sequence[NewEvent]) -> list[str]:
         """Store `events` inside the caller's transaction on a `sqlite3` connection."""
@@ -133,6 +133,8 @@ class SqliteQueue:
         """Record `outcomes`, fan new events out, and lease up to `limit` due deliveries, in
         one transaction. When nothing is due and there is nothing to record, no write
         transaction is taken."""
+        from evq.storage.sqlite import delivering  # not on the publishing path
+
         now = time.time() if now is None else now
         if not outcomes:
             next_due = self.next_due()
@@ -148,12 +150,16 @@ class SqliteQueue:
 
     def record(self, outcomes: Sequence[Outcome], *, owner: str) -> None:
         """Record the outcomes of leased attempts, fenced by their leases."""
+        from evq.storage.sqlite import delivering  # not on the publishing path
+
         if outcomes:
             with self._db.write() as conn:
                 delivering.record(conn, outcomes, owner)
 
     def renew(self, leases: Sequence[tuple[Lease, float]]) -> int:
         """Extend running leases to the given expiry times; return how many were still held."""
+        from evq.storage.sqlite import delivering  # not on the publishing path
+
         if not leases:
             return 0
         with self._db.write() as conn:
@@ -161,6 +167,8 @@ class SqliteQueue:
 
     def next_due(self) -> float | None:
         """Return when the earliest delivery (or event to fan out) is due, if any."""
+        from evq.storage.sqlite import delivering  # not on the publishing path
+
         with self._db.read() as conn:
             return delivering.next_due(conn)
 

@@ -1,27 +1,21 @@
-"""Publishing and delivering on SQLite: insert events, fan them out, lease, record outcomes.
+"""Delivering on SQLite: fan events out, lease deliveries, record outcomes.
 
-Every function runs inside a transaction its caller holds (`Connection.write()`, or an
-application's own for the outbox). Which deliveries a lease takes, and which become dead
-letters, is decided by `evq.storage.rules`; this module only fetches and stores.
+Every function runs inside a transaction its caller holds (`Connection.write()`). Which
+deliveries a lease takes, and which become dead letters, is decided by `evq.storage.rules`;
+this module only fetches and stores.
 """
 
 from __future__ import annotations
 
-import operator
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from evq.storage import rules
-from evq.storage.contract import Lease, NewEvent, Outcome, Routing
+from evq.storage.contract import Lease, Outcome, Routing
 from evq.storage.sqlite.connection import payload_text
 from evq.storage.sqlite.schema import SET_CURSOR
 
-# The columns in `NewEvent`'s order, so that an event binds as the plain tuple it is.
-_INSERT_EVENT = (
-    f"INSERT INTO evq_event ({', '.join(NewEvent._fields)})"
-    f" VALUES ({', '.join('?' * len(NewEvent._fields))})"
-)
 # Events are counted when a worker dispatches them, once per batch, not when they are
 # published: a publish then writes only its row and its indexes (see `status`).
 _COUNT_DISPATCHED = (
@@ -32,34 +26,6 @@ _COUNT_DISPATCHED = (
 CURSOR = "coalesce((SELECT value FROM evq_counter WHERE name = 'dispatch_cursor'), 0)"
 # SQLite's integers are 64-bit: an id outside that range is not stored here.
 _MAX_ROW_ID = 2**63 - 1
-
-_ID_OF = operator.itemgetter(NewEvent._fields.index("id"))
-_KEY_OF = operator.itemgetter(NewEvent._fields.index("key"))
-
-
-def insert_events(conn: sqlite3.Connection, events: Sequence[NewEvent]) -> list[str]:
-    """Insert `events` through `conn` inside its current transaction; return their ids.
-
-    An event whose idempotency key is already stored is not inserted: its place in the result
-    holds the id of the event stored first with that key.
-    """
-    if not any(map(_KEY_OF, events)):  # No key: nothing can be a duplicate.
-        # sqlite3 binds a plain tuple faster than a tuple subclass, even counting the copy.
-        conn.executemany(_INSERT_EVENT, map(tuple, events))
-        return list(map(_ID_OF, events))
-    ids = []
-    for event in events:
-        cursor = conn.execute(
-            # The conflict target names the partial index on keys (NULL keys are not in it).
-            _INSERT_EVENT + " ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING",
-            tuple(event),
-        )
-        if cursor.rowcount == 1:
-            ids.append(event.id)
-        else:
-            row = conn.execute("SELECT id FROM evq_event WHERE key = ?", (event.key,)).fetchone()
-            ids.append(row[0])
-    return ids
 
 
 def row_id(text: str) -> int | None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from evq.errors import OutboxUnsupported
 from evq.storage.contract import NewEvent
-from evq.storage.sqlite.delivering import insert_events
+from evq.storage.sqlite.publishing import insert_events
 from evq.storage.sqlite.schema import ensure_schema
 
 
