@@ -30,22 +30,17 @@ _REASON_BYTES = 1000
 
 
 class Outage:
-    """The state of one worker run's access to its queue, shared by its threads and (through
-    shared memory made before the fork) its processes."""
+    """The state of one worker run's access to its queue, in shared memory made before any
+    fork, so that its threads and its processes see one outage (and log it once)."""
 
     def __init__(self, *, burst: bool) -> None:
         self.burst = burst
-        self._lock = threading.Lock()
-        self._since: float | None = None
-        self._failures = 0
+        # One lock (a semaphore, valid across forks) guards the three values.
+        self._lock = multiprocessing.Lock()
+        self._since: Any = multiprocessing.Value("d", 0.0, lock=False)  # 0: no outage
+        self._failures: Any = multiprocessing.Value("i", 0, lock=False)
         # Set by any process of the run when it must stop; read by the one that started it.
-        self._fatal: Any = multiprocessing.Array("c", _REASON_BYTES, lock=True)
-
-    def after_fork(self) -> None:
-        """Start afresh in a forked process (another thread may have held the lock)."""
-        self._lock = threading.Lock()
-        self._since = None
-        self._failures = 0
+        self._fatal: Any = multiprocessing.Array("c", _REASON_BYTES, lock=False)
 
     def failed(self, exc: StorageError, stop_flag: threading.Event | None) -> float:
         """Note that using the queue failed with `exc`; return how long to wait before trying
@@ -53,42 +48,41 @@ class Outage:
         is damaged, or when a burst's outage outlasts `BURST_PATIENCE_SECONDS`."""
         with self._lock:
             now = time.monotonic()
-            if self._since is None:
-                self._since = now
+            if not self._since.value:
+                self._since.value = now
                 logger.error("cannot use the queue: %s; retrying with backoff", exc)
-            self._failures += 1
-            backoff = min(MAX_BACKOFF_SECONDS, FIRST_BACKOFF_SECONDS * 2.0 ** (self._failures - 1))
+            self._failures.value += 1
+            failures: int = self._failures.value
+            lasted = now - self._since.value
             if isinstance(exc, QueueUnusable):
                 self._give_up(str(exc), stop_flag)
-            elif self.burst and now - self._since >= BURST_PATIENCE_SECONDS:
-                self._give_up(
-                    f"{exc} (gave up after {now - self._since:.0f} s of retries)", stop_flag
-                )
-            return backoff
+            elif self.burst and lasted >= BURST_PATIENCE_SECONDS:
+                self._give_up(f"{exc} (gave up after {lasted:.0f} s of retries)", stop_flag)
+        return min(MAX_BACKOFF_SECONDS, FIRST_BACKOFF_SECONDS * 2.0 ** min(failures - 1, 32))
 
     def recovered(self) -> None:
-        """Note that using the queue worked; log the end of an outage if there was one."""
-        if self._since is None:  # the usual case, without taking the lock
+        """Note that a write to the queue committed; log the end of an outage if there was
+        one. (Reads may work while writes fail, on a full disk: only a write ends it.)"""
+        if not self._since.value:  # the usual case, without taking the lock
             return
         with self._lock:
-            if self._since is not None:
+            if self._since.value:
                 logger.warning(
                     "the queue works again after %.1f s of errors",
-                    time.monotonic() - self._since,
+                    time.monotonic() - self._since.value,
                 )
-                self._since = None
-                self._failures = 0
+                self._since.value = 0.0
+                self._failures.value = 0
 
     def _give_up(self, reason: str, stop_flag: threading.Event | None) -> None:
-        with self._fatal.get_lock():
-            if not self._fatal.value:
-                data = reason.encode("utf-8", "replace")[: _REASON_BYTES - 1]
-                self._fatal.value = data
+        if not self._fatal.value:
+            self._fatal.value = reason.encode("utf-8", "replace")[: _REASON_BYTES - 1]
         if stop_flag is not None:
             stop_flag.set()
 
     @property
     def fatal(self) -> str | None:
         """Why the run had to stop, if it had to."""
-        value = bytes(self._fatal.value)
+        with self._lock:
+            value = bytes(self._fatal.value)
         return value.decode("utf-8", "replace") if value else None

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from evq import config
-from evq.errors import InvalidInput
+from evq.errors import InvalidInput, OutboxUnsupported
 from evq.ids import event_id_floor, new_event_id, new_event_ids
 from evq.names import validate_name
 from evq.payload import encode_decoded_payloads, encode_payload, encode_payloads
@@ -46,9 +46,16 @@ def publish(
     `OutboxUnsupported`.
     """
     event = prepare(name, payload=payload, delay=delay, key=key)
-    if connection is not None:
-        return queue().publish_within(connection, [event])[0]
-    return queue().publish([event])[0]
+    store = queue()
+    if connection is None:
+        return store.publish([event])[0]
+    if not store.capabilities.outbox:
+        raise OutboxUnsupported(
+            f"the {store.backend} backend cannot write inside your transaction (it has no"
+            " transactional outbox): publish after your commit, or keep the queue in your"
+            " database"
+        )
+    return store.publish_within(connection, [event])[0]
 
 
 def publish_many(

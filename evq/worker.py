@@ -140,8 +140,6 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
         self._reset()
 
     def _reset(self) -> None:
-        if getattr(self, "_pid", None) not in (None, os.getpid()):
-            self.outage.after_fork()
         self._pid = os.getpid()
         self.queue = open_queue(self.options.url, role="work")
         self.owner = f"{self.run_id}/{socket.gethostname()}:{self._pid}"
@@ -191,6 +189,8 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
                 except BaseException as exc:
                     self._keep_or_drop(outcomes, exc)
                     raise
+                if outcomes or batch.leases:  # a write committed
+                    self.outage.recovered()
                 self._buffer.extend(batch.leases)
                 self._next_due = batch.next_due
             elif self._outcomes and time.monotonic() - self._outcomes_since > FLUSH_SECONDS:
@@ -202,6 +202,7 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
                 except BaseException as exc:
                     self._keep_or_drop(outcomes, exc)
                     raise
+                self.outage.recovered()
             if not self._buffer:
                 return None
             lease = self._buffer.popleft()
@@ -258,10 +259,13 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
         return len(self._buffer)
 
     def close(self) -> bool:
-        if self._watcher is not None:
-            self._watcher.close()
-            self._watcher = None
-        self.queue.close()
+        # huey closes the storage before it forks process workers, and evq when the run is
+        # over: no thread of this process is waiting on the watcher then.
+        with self._lock:
+            if self._watcher is not None:
+                self._watcher.close()
+                self._watcher = None
+            self.queue.close()
         return True
 
     # evq's additions
@@ -361,7 +365,8 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
                     *(outcome.lease for outcome in self._outcomes),
                 ]
             try:
-                self.queue.renew([(lease, now + lease.lease_seconds) for lease in held])
+                if self.queue.renew([(lease, now + lease.lease_seconds) for lease in held]):
+                    self.outage.recovered()
             except StorageError as exc:
                 self.outage.failed(exc, None)  # logged once per outage; the threads retry too
             except Exception:
@@ -448,7 +453,6 @@ class DeliveryWorker(Worker):  # type: ignore[misc]
             self._logger.exception("Error reading from queue")
             self.stop_flag.wait(1.0)
             return
-        storage.outage.recovered()
         if task is None:
             self.sleep()
             return
@@ -511,6 +515,8 @@ class Housekeeper(Scheduler):  # type: ignore[misc]
                 )
             except StorageError as exc:
                 storage.outage.failed(exc, self.stop_flag)
+            else:
+                storage.outage.recovered()
         if time.monotonic() >= self._next_prune:
             self._prune()
         self.stop_flag.wait(1.0)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, calls, evq_env, run_evq
-from workers import rows
+from workers import rows, wait_until
 
 import evq
 
@@ -155,11 +155,12 @@ def jsonl(path: Path, count: int) -> Path:
     return path
 
 
-@pytest.mark.parametrize("after", [0.3, 0.6, 0.9])
-def test_a_bulk_publish_killed_halfway_stores_all_or_nothing(
-    queue_path: Path, tmp_path: Path, after: float
+@pytest.mark.parametrize("written", [1, 4])
+def test_a_bulk_publish_killed_while_it_stores_stores_nothing(
+    queue_path: Path, tmp_path: Path, written: int
 ) -> None:
     lines = jsonl(tmp_path / "events.jsonl", 150_000)
+    wal = Path(f"{queue_path}-wal")
     process = subprocess.Popen(
         [sys.executable, "-m", "evq", "publish", "--jsonl", str(lines)],
         stdout=subprocess.DEVNULL,
@@ -167,11 +168,12 @@ def test_a_bulk_publish_killed_halfway_stores_all_or_nothing(
         env=evq_env(),
         cwd=ROOT,
     )
-    time.sleep(after)
+    # Killed once `written` MiB of events are in the write-ahead log: well into storing them
+    # (creating the tables writes a few KiB), long before the 20 MiB or so they take.
+    wait_until(lambda: wal.exists() and wal.stat().st_size > written * 2**20, timeout=60)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    stored = rows(queue_path, "SELECT count(*) FROM evq_event")[0][0] if queue_path.exists() else 0
-    assert stored in (0, 150_000)
+    assert rows(queue_path, "SELECT count(*) FROM evq_event") == [(0,)]
 
 
 @needs_root
@@ -198,3 +200,36 @@ def test_publish_many_on_a_full_disk_stores_nothing(small_disk: Path) -> None:
     with pytest.raises(evq.errors.StorageFull, match="disk is full"):
         publish_orders(queue, 20_000)
     assert rows(queue, "SELECT count(*) FROM evq_event") == [(1,)]
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (
+            "UPDATE evq_delivery SET state = 'pending', due_at = 'abc' WHERE id = 1",
+            "due_at is 'abc'",
+        ),
+        ("UPDATE evq_delivery SET state = 'pending', due_at = 0 WHERE id = 1", "event is missing"),
+    ],
+    ids=["due time not a number", "event row gone"],
+)
+def test_a_damaged_delivery_row_never_wedges_the_worker(
+    queue_path: Path, tmp_path: Path, damage: str, reason: str
+) -> None:
+    first = evq.publish("order.paid", payload={"n": 1})
+    assert run_evq("worker", "--burst", "--app", "tests.apps.recorder").returncode == 0
+    later = evq.publish("order.paid", payload={"n": 2})
+    with sqlite3.connect(queue_path) as conn:
+        conn.execute(damage)
+        if "missing" in reason:
+            conn.execute("DELETE FROM evq_event WHERE id = ?", (first,))
+    status = run_evq("status", "--json")
+    assert status.returncode == 0 and status.stderr == "", status.stderr
+    result = run_evq("worker", "--burst", "--app", "tests.apps.recorder", timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert calls(tmp_path / "calls.log")[(later, "bill")] == 1
+    letters = json.loads(run_evq("dlq", "list", "--json").stdout)
+    assert [letter["id"] for letter in letters] == ["1"]
+    assert reason in letters[0]["error"]
+    assert run_evq("status", "--json").returncode == 0

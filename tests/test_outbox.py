@@ -222,3 +222,31 @@ def test_the_outbox_refuses_a_foreign_connection_through_the_queue_too(queue_pat
         queue.publish_within(object(), [event])
 
     assert queue.event(event.id) is None
+
+
+def test_a_connection_to_another_file_is_refused_and_nothing_is_written_there(
+    queue_path: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "app.db"
+    conn = sqlite3.connect(other)
+    with pytest.raises(OutboxUnsupported, match="not to the queue file") as info, conn:
+        conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+        evq.publish("order.paid", payload={}, connection=conn)
+    assert str(other) in str(info.value)
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert not any(name.startswith("evq_") for name in tables)
+    conn.close()
+    assert evq.publisher.queue().status().published == 0
+
+
+def test_a_connection_through_a_link_to_the_queue_file_is_the_queue(
+    queue_path: Path, tmp_path: Path
+) -> None:
+    evq.publisher.queue().publish([])
+    link = tmp_path / "link.db"
+    link.symlink_to(queue_path)
+    conn = sqlite3.connect(link)
+    with conn:
+        event_id = evq.publish("order.paid", payload={}, connection=conn)
+    conn.close()
+    assert evq.publisher.queue().event(event_id) is not None

@@ -116,3 +116,28 @@ def test_the_cli_with_a_missing_driver_prints_one_line_and_exits_2(
     assert result.stderr.startswith("Error: the fakedb backend needs a driver")
     assert "pip install 'evq[fakedb]'" in result.stderr
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_backend_without_the_outbox_refuses_it_in_one_line_naming_itself(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import evq.publisher
+    import evq.storage
+
+    monkeypatch.setitem(evq.storage._BACKENDS, "stub", ("stub_backend", "StubQueue", None))
+    monkeypatch.setenv("EVQ_URL", "stub://anything")
+    evq.config.reset()
+    evq.publisher._queues.clear()
+    try:
+        with pytest.raises(evq.errors.OutboxUnsupported) as info:
+            evq.publish("order.paid", payload={}, connection=object())
+        message = str(info.value)
+        assert "the Stub backend cannot write inside your transaction" in message
+        assert "\n" not in message
+        store = evq.publisher.queue()
+        assert store.published == []  # type: ignore[attr-defined]
+        evq.publish("order.paid", payload={})  # without a connection it publishes
+        assert len(store.published) == 1  # type: ignore[attr-defined]
+    finally:
+        evq.config.reset()
+        evq.publisher._queues.clear()

@@ -58,7 +58,7 @@ def publish(
 ) -> None:
     """Publish the event NAME and print its id.
 
-    The event is committed to the queue file before this returns; `evq worker` then delivers
+    The event is committed to the queue before this returns; `evq worker` then delivers
     it to every receiver subscribed to NAME. Bad input exits with code 2 and stores nothing.
     With --jsonl, a line may add "key" and "delay" (in seconds, a number, at most ten years)
     to its name and payload. It is all or nothing: every line is checked, then all are stored

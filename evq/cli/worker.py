@@ -36,7 +36,8 @@ from evq.cli.options import Duration, app_option, apply_settings, url_option
     "--burst",
     is_flag=True,
     show_envvar=True,
-    help="Deliver everything that is due, then exit 0 (for cron, CI and tests).",
+    help="Deliver everything that is due, then exit 0 (for cron, CI and tests); exit 1 if the"
+    " queue cannot be used for 10 s.",
 )
 @click.option(
     "--lease",

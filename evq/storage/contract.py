@@ -116,6 +116,9 @@ class LeaseBatch(NamedTuple):
     dead_lettered: int = 0
 
 
+_ROUTING_CACHE_SIZE = 10_000
+
+
 class Routing:
     """What a worker tells the queue about the receivers it serves, as plain data.
 
@@ -143,6 +146,8 @@ class Routing:
             receivers = tuple(
                 dict.fromkeys(r for pattern, r in self.subscriptions if matches(pattern, name))
             )
+            if len(self._cache) >= _ROUTING_CACHE_SIZE:
+                self._cache.clear()  # endless distinct names must not grow a worker forever
             self._cache[name] = receivers
         return receivers
 
@@ -319,6 +324,8 @@ class Queue(Protocol):
     """What evq needs from a queue backend; one handle per process, safe across threads."""
 
     url: str
+    #: The backend's name, for people: "SQLite", "PostgreSQL".
+    backend: str
     capabilities: Capabilities
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from evq.errors import InvalidInput
 from evq.storage.contract import (
@@ -130,7 +130,8 @@ def undispatched_state(due_at: float, now: float) -> DeliveryState:
 
 class Candidate(NamedTuple):
     """A due delivery as a backend fetches it for `lease_plan`. `payload` is None when the
-    stored bytes are not UTF-8 text (`payload_size` says how many there were)."""
+    stored bytes are not UTF-8 text (`payload_size` says how many there were); `fetched` is
+    whatever else the backend needs to build the lease (its row), never looked at here."""
 
     delivery_id: str
     receiver: str
@@ -140,6 +141,7 @@ class Candidate(NamedTuple):
     failures: int
     payload: str | None
     payload_size: int
+    fetched: Any = None
 
 
 class LeasePlan(NamedTuple):
@@ -161,13 +163,14 @@ def lease_plan(candidates: Sequence[Candidate], routing: Routing) -> LeasePlan:
     again and again.
     """
     plan = LeasePlan([], [], [])
+    leases = routing.lease_seconds
     for candidate in candidates:
         lost = candidate.stored == "running"
         if lost and plan.take:
             break
         if lost:
             plan.lost.append(candidate)
-        lease_seconds = routing.lease_for(candidate.receiver)
+        lease_seconds = leases.get(candidate.receiver)
         reason = dead_reason(candidate, lease_seconds is not None)
         if reason is not None:
             plan.dead.append((candidate, reason))
@@ -199,11 +202,14 @@ UNDELIVERABLE_NAME_ERROR = "stored event name is not UTF-8 text; no receiver can
 
 def check_outcomes(outcomes: Iterable[Outcome]) -> None:
     """Raise `ValueError` for an outcome of an unknown kind: never guess what it meant."""
-    for outcome in outcomes:
-        if outcome.kind not in OUTCOME_KINDS:
-            raise ValueError(
-                f"unknown outcome kind {outcome.kind!r}: use one of {', '.join(OUTCOME_KINDS)}"
-            )
+    unknown = {outcome.kind for outcome in outcomes} - _KINDS
+    if unknown:
+        raise ValueError(
+            f"unknown outcome kind {unknown.pop()!r}: use one of {', '.join(OUTCOME_KINDS)}"
+        )
+
+
+_KINDS = frozenset(OUTCOME_KINDS)
 
 
 def history_outcome(outcome: Outcome) -> str:

@@ -34,7 +34,8 @@ def synchronous(queue: SqliteQueue) -> int:
         (None, "off", "publish", "off"),
         ("full", "off", "publish", "full"),  # the URL wins over EVQ_SYNC
         (None, None, "work", "normal"),  # a lost outcome only repeats a delivery
-        ("off", None, "work", "off"),
+        ("off", None, "work", "normal"),  # the setting is the publishers'
+        ("full", None, "work", "normal"),
         (None, None, "inspect", "full"),
     ],
 )

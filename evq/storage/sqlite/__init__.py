@@ -64,6 +64,7 @@ class SqliteQueue:
     connection on first use.
     """
 
+    backend = "SQLite"
     capabilities = CAPABILITIES
 
     def __init__(self, url: str, *, role: Role = "publish", create: bool = True) -> None:
@@ -116,7 +117,7 @@ class SqliteQueue:
         """Store `events` inside the caller's transaction on a `sqlite3` connection."""
         from evq.storage.sqlite.outbox import publish_within
 
-        return publish_within(connection, events)
+        return publish_within(connection, events, queue_path=self.path)
 
     # Delivering
 

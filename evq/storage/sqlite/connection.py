@@ -71,14 +71,15 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
 def sync_mode(params: dict[str, str], role: Role) -> str:
     """Return the `synchronous` mode for `role`: the URL's `sync`, else `EVQ_SYNC`, else full.
 
-    A worker writes with `normal` whatever publishers use: an outcome lost on a power cut
-    only repeats a delivery.
+    A worker writes with `normal` whatever publishers use (the setting is checked all the
+    same): an outcome lost on a power cut only repeats a delivery, and `off` could corrupt the
+    file on one.
     """
     text = params.get("sync") or os.environ.get("EVQ_SYNC") or "full"
     mode = text.strip().lower()
     if mode not in SYNC_MODES:
         raise InvalidStorageURL(f"invalid sync mode {text!r}: use one of {', '.join(SYNC_MODES)}")
-    if role == "work" and mode == "full":
+    if role == "work":
         return "normal"
     return mode
 
@@ -204,9 +205,10 @@ class Connection:
             # A burst can grow the write-ahead log far past its usual few MiB; give the space back
             # after the next checkpoint instead of keeping the high-water mark for ever.
             conn.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
-            if _free_bytes(self.path) < _LOW_SPACE_BYTES:
+            if self.sync != "full" and _free_bytes(self.path) < _LOW_SPACE_BYTES:
                 # The log grows to 4 MiB between checkpoints: on a nearly full disk that alone
-                # could take the space the queue needs to make progress.
+                # could take the space a worker needs to make progress. (Not for durable
+                # publishers: each checkpoint would add a sync to a few publishes.)
                 conn.execute(f"PRAGMA wal_autocheckpoint={_LOW_SPACE_CHECKPOINT_PAGES}")
             if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 retry_locked(lambda: _in_transaction(conn, ensure_schema))
@@ -226,18 +228,31 @@ class Connection:
         uri = "file:" + quote(os.path.abspath(self.path))
         try:
             try:
-                conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
+                conn = sqlite3.connect(
+                    f"{uri}?mode=ro",
+                    uri=True,
+                    check_same_thread=False,
+                    timeout=BUSY_TIMEOUT_MS / 1000,
+                )
                 conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            except sqlite3.OperationalError:
-                # A write-ahead log needs its shared-memory file, which a read-only directory
-                # may not have: read the file as it is, unchanging (no other process can write
-                # it either, since nobody may create that file).
+            except sqlite3.OperationalError as exc:
+                wal = self.path + "-wal"
+                if is_busy(exc) or (os.path.exists(wal) and os.path.getsize(wal) > 0):
+                    # Reading the file as unchanging would miss what its log holds: say so.
+                    raise StorageError(
+                        f"cannot read the queue {self.path!r} without writing: {exc}"
+                    ) from exc
+                # Its write-ahead log needs a shared-memory file that a read-only directory
+                # cannot hold; with no log left, the file alone is the whole queue, and no
+                # other process can change it either.
                 conn = sqlite3.connect(
                     f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False
                 )
             conn.text_factory = _decode_text
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise QueueUnusable(f"cannot use {self.path!r} as a queue: {exc}") from exc
             raise InvalidStorageURL(f"cannot use {self.path!r} as a queue: {exc}") from exc
         if version == 0:
             raise InvalidStorageURL(f"{self.path!r} holds no evq queue (and cannot be written)")
@@ -291,7 +306,13 @@ class Connection:
                 # smaller transactions fit.
                 with contextlib.suppress(sqlite3.DatabaseError):
                     conn.execute(f"PRAGMA wal_autocheckpoint={_LOW_SPACE_CHECKPOINT_PAGES}")
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    # Briefly: under this process's lock, a checkpoint waiting for other
+                    # connections would hold up lease renewals.
+                    conn.execute("PRAGMA busy_timeout=100")
+                    try:
+                        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    finally:
+                        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
                 raise
             finally:
                 # Whatever interrupted us (an error, or a receiver's timeout raised just as

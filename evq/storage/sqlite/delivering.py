@@ -24,13 +24,17 @@ _COUNT_DISPATCHED = (
 )
 # The highest seq fanned out: events after it wait for a worker (see the package docstring).
 CURSOR = "coalesce((SELECT value FROM evq_counter WHERE name = 'dispatch_cursor'), 0)"
+# SQLite sorts every number before every text (and blob): `due_at >= ''` finds, at the end of
+# the due index, the rows whose due time was damaged into something that is not a number.
+_TEXT = "''"
 # SQLite's integers are 64-bit: an id outside that range is not stored here.
 _MAX_ROW_ID = 2**63 - 1
 
 
 def row_id(text: str) -> int | None:
     """Return the row id an opaque id names, or None if it names no row of this backend."""
-    if not text.isascii() or not text.isdigit():
+    # Only the one way evq writes a number ("7", never "007" or "+7"): ids are compared as text.
+    if not text.isascii() or not text.isdigit() or (text[0] == "0" and text != "0"):
         return None
     value = int(text)
     return value if value <= _MAX_ROW_ID else None
@@ -41,11 +45,20 @@ def next_due(conn: sqlite3.Connection) -> float | None:
     (since it was published), whatever its delay: its deliveries carry the delay."""
     row = conn.execute(
         "SELECT min(due_at) FROM ("
-        " SELECT min(due_at) AS due_at FROM evq_delivery WHERE due_at IS NOT NULL"
+        # Numbers only: a damaged row's text sorts after every number, at the index's end.
+        f" SELECT min(due_at) AS due_at FROM evq_delivery WHERE due_at < {_TEXT}"
         " UNION ALL SELECT min(published_at) FROM evq_event"
         f" WHERE seq > {CURSOR} AND due_at IS NOT NULL)"
     ).fetchone()
+    if _has_damaged_due_times(conn):
+        return 0.0  # due at once, to become a dead letter (see `lease`)
     return None if row[0] is None else float(row[0])
+
+
+def _has_damaged_due_times(conn: sqlite3.Connection) -> bool:
+    return (
+        conn.execute(f"SELECT 1 FROM evq_delivery WHERE due_at >= {_TEXT}").fetchone() is not None
+    )
 
 
 def dispatch(conn: sqlite3.Connection, routing: Routing, now: float, limit: int) -> None:
@@ -103,36 +116,36 @@ def lease(
         " d.started_at, d.replay, e.id, e.name,"
         # The payload is read as bytes: a damaged or forged row may hold text that is not
         # UTF-8, which sqlite3 refuses to return and which would stall the queue at this row.
-        " CAST(e.payload AS BLOB), e.published_at"
-        " FROM evq_delivery d JOIN evq_event e ON e.seq = d.event_seq"
+        " CAST(e.payload AS BLOB), e.published_at, d.due_at"
+        # A LEFT JOIN: a delivery whose event row is gone is damage to report, not to skip.
+        " FROM evq_delivery d LEFT JOIN evq_event e ON e.seq = d.event_seq"
         " WHERE d.due_at IS NOT NULL AND d.due_at <= ? ORDER BY d.due_at, d.id LIMIT ?",
         (now, limit),
     ).fetchall()
-    by_id: dict[str, Any] = {}
+    # Rows whose due time is not a number sort after every due one: looked for once the due
+    # ones no longer fill a lease, so that a backlog pays nothing for them.
+    if len(rows) < limit and _has_damaged_due_times(conn):
+        rows += conn.execute(
+            "SELECT d.id, d.receiver, d.state, d.attempt, d.attempt_base, d.failures,"
+            " NULL, NULL, NULL, NULL, NULL, NULL, NULL, d.due_at"
+            f" FROM evq_delivery d WHERE d.due_at >= {_TEXT} LIMIT ?",
+            (limit,),
+        ).fetchall()
     candidates = []
     damaged = []
+    candidate = rules.Candidate._make  # from a tuple, without keywords: thousands a second
     for row in rows:
-        delivery_id = str(row[0])
-        by_id[delivery_id] = row
-        reason = _damage(row)
-        if reason is not None:
-            damaged.append((now, reason, row[0]))
+        # The usual row, checked at the cost of one comparison; any other is looked at closely.
+        if (type(row[1]), type(row[3]), type(row[4]), type(row[5]), type(row[9])) != _INTACT:
+            damaged.append((now, _damage(row), row[0]))
             continue
+        raw = row[11]
         candidates.append(
-            rules.Candidate(
-                delivery_id=delivery_id,
-                receiver=row[1],
-                stored=row[2],
-                attempt=row[3],
-                attempt_base=row[4],
-                failures=row[5],
-                payload=payload_text(row[11]),
-                payload_size=len(row[11]),
-            )
+            candidate((str(row[0]), *row[1:3], *row[3:6], payload_text(raw), len(raw), row))
         )
     plan = rules.lease_plan(candidates, routing)
-    for candidate in plan.lost:
-        row = by_id[candidate.delivery_id]
+    for lost in plan.lost:
+        row = lost.fetched
         conn.execute(
             "INSERT OR REPLACE INTO evq_attempt VALUES (?, ?, ?, ?, ?, 'lost', ?)",
             (row[0], row[3], row[6], row[7], now, rules.LOST_WORKER_ERROR),
@@ -140,44 +153,57 @@ def lease(
     conn.executemany(
         "UPDATE evq_delivery SET state = 'dead', due_at = NULL, finished_at = ?,"
         " last_error = ?, lease_owner = NULL WHERE id = ?",
-        [*damaged, *((now, reason, by_id[c.delivery_id][0]) for c, reason in plan.dead)],
+        [*damaged, *((now, reason, c.fetched[0]) for c, reason in plan.dead)],
     )
     leases = []
-    for candidate, lease_seconds in plan.take:
-        row = by_id[candidate.delivery_id]
-        assert candidate.payload is not None
+    taken = []
+    lease = Lease._make
+    for c, lease_seconds in plan.take:
+        row = c.fetched
         leases.append(
-            Lease(
-                delivery_id=candidate.delivery_id,
-                attempt=candidate.attempt + 1,
-                attempt_base=candidate.attempt_base,
-                failures=candidate.failures,
-                receiver=candidate.receiver,
-                event_id=row[9],
-                name=row[10],
-                payload=candidate.payload,
-                published_at=row[12],
-                lease_seconds=lease_seconds,
-                replay=bool(row[8]),
+            lease(
+                (
+                    c.delivery_id,
+                    c.attempt + 1,
+                    c.attempt_base,
+                    c.failures,
+                    c.receiver,
+                    row[9],
+                    row[10],
+                    c.payload,
+                    row[12],
+                    lease_seconds,
+                    bool(row[8]),
+                )
             )
         )
+        taken.append((now + lease_seconds, owner, now, row[0]))
     conn.executemany(
         "UPDATE evq_delivery SET state = 'running', attempt = attempt + 1,"
         " due_at = ?, lease_owner = ?, started_at = ? WHERE id = ?",
-        [(now + lease.lease_seconds, owner, now, int(lease.delivery_id)) for lease in leases],
+        taken,
     )
     return leases, len(plan.dead) + len(damaged)
 
 
-def _damage(row: Sequence[Any]) -> str | None:
-    """Why a fetched delivery row cannot be leased, if it was damaged (written by hand, by a
-    bug, by a failing disk): such a row becomes a dead letter, and the queue goes on."""
-    columns = {"receiver": (row[1], str), "attempt": (row[3], int), "attempt_base": (row[4], int)}
-    columns["failures"] = (row[5], int)
-    for column, (value, kind) in columns.items():
-        if not isinstance(value, kind) or isinstance(value, bool):
+# The types of (receiver, attempt, attempt_base, failures, event id) in an intact row.
+_INTACT = (str, int, int, int, str)
+
+
+def _damage(row: Sequence[Any]) -> str:
+    """Why a fetched delivery row cannot be leased: it was damaged (written by hand, by a bug,
+    by a failing disk). Such a row becomes a dead letter, and the queue goes on."""
+    if row[9] is None and row[13] is not None and not isinstance(row[13], (int, float)):
+        return f"stored delivery row is damaged: due_at is {row[13]!r}, not a time"
+    if row[9] is None:
+        return "stored delivery row is damaged: its event is missing"
+    columns = ("receiver", "attempt", "attempt_base", "failures")
+    for column, value, kind in zip(
+        columns, (row[1], row[3], row[4], row[5]), _INTACT, strict=False
+    ):
+        if type(value) is not kind:
             return f"stored delivery row is damaged: {column} is {value!r}, not {kind.__name__}"
-    return None
+    return "stored delivery row is damaged"
 
 
 def record(conn: sqlite3.Connection, outcomes: Sequence[Outcome], owner: str) -> None:
@@ -190,7 +216,8 @@ def record(conn: sqlite3.Connection, outcomes: Sequence[Outcome], owner: str) ->
     history: list[tuple[Any, ...]] = []
     stats: dict[int, list[int]] = {}
     for o in outcomes:
-        key = (int(o.lease.delivery_id), o.lease.attempt)
+        # The id as the lease has it: SQLite compares it with the integer key as a number.
+        key = (o.lease.delivery_id, o.lease.attempt)
         if o.kind == "done":
             done.append((o.finished_at, *key))
         elif o.kind == "retry":
@@ -261,6 +288,6 @@ def renew(conn: sqlite3.Connection, leases: Sequence[tuple[Lease, float]]) -> in
     """Extend running leases (fenced); return how many were still held."""
     cursor = conn.executemany(
         "UPDATE evq_delivery SET due_at = ? WHERE id = ? AND attempt = ? AND state = 'running'",
-        [(until, int(lease.delivery_id), lease.attempt) for lease, until in leases],
+        [(until, lease.delivery_id, lease.attempt) for lease, until in leases],
     )
     return cursor.rowcount

@@ -26,6 +26,7 @@ from evq.storage.contract import (
     StoredCounts,
     WorkerRecord,
 )
+from evq.storage.sqlite import rows
 from evq.storage.sqlite.connection import chunks
 from evq.storage.sqlite.delivering import CURSOR, next_due, row_id
 
@@ -42,7 +43,8 @@ _WORKER_COLUMNS = "id, hostname, pid, started_at, seen_at, info"
 _DEAD_SELECT = (
     "SELECT d.id, d.receiver, d.attempt, d.failures, d.finished_at, d.last_error, d.traceback,"
     " d.created_at, e.id, e.name, e.payload, e.published_at"
-    " FROM evq_delivery d JOIN evq_event e ON e.seq = d.event_seq"
+    # A LEFT JOIN: a dead letter whose event row is gone (damage) is still listed.
+    " FROM evq_delivery d LEFT JOIN evq_event e ON e.seq = d.event_seq"
 )
 # The stored fields that `rules.STATE_CONDITIONS` splits states by; one parameter: now.
 _FAILED = "failures > 0"
@@ -110,12 +112,12 @@ def status(conn: sqlite3.Connection, now: float) -> QueueStatus:
 def _worker(row: Sequence[Any]) -> WorkerRecord:
     worker_id, hostname, pid, started_at, seen_at, info = row
     return WorkerRecord(
-        id=_text(worker_id),
-        hostname=_text(hostname),
-        pid=_count(pid),
-        started_at=_time(started_at) or 0.0,
-        seen_at=_time(seen_at) or 0.0,
-        info=_text(info),
+        id=rows.text(worker_id),
+        hostname=rows.text(hostname),
+        pid=rows.count(pid),
+        started_at=rows.timestamp(started_at) or 0.0,
+        seen_at=rows.timestamp(seen_at) or 0.0,
+        info=rows.text(info),
     )
 
 
@@ -163,12 +165,12 @@ def event(conn: sqlite3.Connection, event_id: str, now: float) -> EventRecord | 
     ):
         history.setdefault(delivery_id, []).append(
             AttemptRecord(
-                attempt=_count(attempt),
-                outcome=_text(outcome),
-                worker=_optional_text(worker),
-                started_at=_time(started_at),
-                finished_at=_time(finished_at) or 0.0,
-                error=_optional_text(error),
+                attempt=rows.count(attempt),
+                outcome=rows.text(outcome),
+                worker=rows.optional_text(worker),
+                started_at=rows.timestamp(started_at),
+                finished_at=rows.timestamp(finished_at) or 0.0,
+                error=rows.optional_text(error),
             )
         )
     deliveries = tuple(
@@ -191,15 +193,15 @@ def _event(
     deliveries: tuple[DeliveryRecord, ...] = (),
 ) -> EventRecord:
     _, event_id, name, payload, published_at, due_at, dispatched_at, key = row
-    due_at = _time(due_at)
+    due_at = rows.timestamp(due_at)
     return EventRecord(
-        id=_text(event_id),
-        name=_text(name),
-        payload=_text(payload),
-        published_at=_time(published_at) or 0.0,
+        id=rows.text(event_id),
+        name=rows.text(name),
+        payload=rows.text(payload),
+        published_at=rows.timestamp(published_at) or 0.0,
         due_at=due_at,
-        dispatched_at=_time(dispatched_at),
-        key=_optional_text(key),
+        dispatched_at=rows.timestamp(dispatched_at),
+        key=rows.optional_text(key),
         status=rules.event_status(due_at, counts, now),
         counts=counts,
         deliveries=deliveries,
@@ -222,21 +224,21 @@ def _delivery(row: Sequence[Any], history: tuple[AttemptRecord, ...], now: float
         last_error,
         traceback,
     ) = row
-    due_at = _time(due_at)
+    due_at = rows.timestamp(due_at)
     return DeliveryRecord(
         id=str(delivery_id),
-        receiver=_text(receiver),
-        state=_user_state(state, failures, due_at, now),
-        attempts=_count(attempt),
-        failures=_count(failures),
+        receiver=rows.text(receiver),
+        state=rows.user_state(state, failures, due_at, now),
+        attempts=rows.count(attempt),
+        failures=rows.count(failures),
         replay=bool(replay),
-        created_at=_time(created_at) or 0.0,
+        created_at=rows.timestamp(created_at) or 0.0,
         due_at=due_at,
-        started_at=_time(started_at),
-        finished_at=_time(finished_at),
-        worker=_optional_text(owner),
-        last_error=_optional_text(last_error),
-        traceback=_optional_text(traceback),
+        started_at=rows.timestamp(started_at),
+        finished_at=rows.timestamp(finished_at),
+        worker=rows.optional_text(owner),
+        last_error=rows.optional_text(last_error),
+        traceback=rows.optional_text(traceback),
         history=history,
     )
 
@@ -253,7 +255,7 @@ def _delivery_counts(
             (now, *chunk),
         ):
             per_event = counts.setdefault(seq, rules.zero_counts())
-            per_event[_state_of(state, bool(failed), bool(later))] += count
+            per_event[rows.state_of(state, bool(failed), bool(later))] += count
     return counts
 
 
@@ -314,44 +316,6 @@ def event_filter(conn: sqlite3.Connection, selection: EventSelection) -> tuple[s
     return " AND ".join(clauses), params
 
 
-# Damaged rows: a row written by hand, by a bug or by a failing disk may hold a value of the
-# wrong type (a BLOB name, attempt = 'abc'). Every read shows such a row as best it can rather
-# than fail for the whole log.
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value if isinstance(value, str) else str(value)
-
-
-def _optional_text(value: object) -> str | None:
-    return None if value is None else _text(value)
-
-
-def _time(value: object) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    return None
-
-
-def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _state_of(stored: object, failed: bool, later: bool) -> DeliveryState:
-    try:
-        return rules.state_of(_text(stored), failed, later)
-    except ValueError:  # a state no evq wrote: the row is damaged
-        return "dead"
-
-
-def _user_state(
-    stored: object, failures: object, due_at: float | None, now: float
-) -> DeliveryState:
-    return _state_of(stored, _count(failures) > 0, due_at is not None and due_at > now)
-
-
 # Dead letters
 
 
@@ -399,17 +363,17 @@ def _dead_letter(row: Sequence[Any]) -> DeadLetter:
     ) = row
     return DeadLetter(
         id=str(delivery_id),
-        receiver=_text(receiver),
-        attempts=_count(attempts),
-        failures=_count(failures),
-        dead_at=_time(dead_at) or 0.0,
-        error=_optional_text(error),
-        traceback=_optional_text(traceback),
-        created_at=_time(created_at) or 0.0,
-        event_id=_text(event_id),
-        name=_text(name),
-        payload=_text(payload),
-        published_at=_time(published_at) or 0.0,
+        receiver=rows.text(receiver),
+        attempts=rows.count(attempts),
+        failures=rows.count(failures),
+        dead_at=rows.timestamp(dead_at) or 0.0,
+        error=rows.optional_text(error),
+        traceback=rows.optional_text(traceback),
+        created_at=rows.timestamp(created_at) or 0.0,
+        event_id=rows.text(event_id or ""),
+        name=rows.text(name or ""),
+        payload=rows.text(payload or ""),
+        published_at=rows.timestamp(published_at) or 0.0,
     )
 
 
