@@ -42,8 +42,10 @@ def check_status_document(document: dict[str, Any]) -> None:
         "delivered_last_minute",
         "failed_last_minute",
         "workers",
+        "warnings",
     }
     assert isinstance(document["queue"], str)
+    assert all(isinstance(warning, str) for warning in document["warnings"])
     assert isinstance(document["time"], str)
     assert set(document["events"]) == {"published", "awaiting_dispatch", "delayed"}
     assert set(document["deliveries"]) == {"pending", "scheduled", "running", "retrying", "dead"}

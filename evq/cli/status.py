@@ -94,12 +94,19 @@ def status(
     if watch and check:
         raise click.UsageError("--watch and --check cannot be used together")
     queue = open_queue(url, role="inspect", create=False)
+    _warn(queue.status().warnings)
     if check:
         _check(queue, max_age, output_format)
     elif watch:
         _watch(queue, interval, output_format)
     else:
         _show(status_document(queue), output_format)
+
+
+def _warn(warnings: tuple[str, ...]) -> None:
+    """Say on stderr, one line each, how the storage's settings may lose events."""
+    for warning in warnings:
+        click.echo(f"Warning: {warning}", err=True)
 
 
 def status_document(queue: Queue) -> dict[str, Any]:
@@ -138,6 +145,7 @@ def status_document(queue: Queue) -> dict[str, Any]:
             }
             for worker in snapshot.workers
         ],
+        "warnings": list(snapshot.warnings),
     }
 
 

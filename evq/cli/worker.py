@@ -114,6 +114,7 @@ def worker(
     queue = open_queue(settings.url, role="work")
     queue.check()
     location = queue.location
+    warnings = queue.status().warnings
     queue.close()
     from evq.worker import WorkerOptions, create_consumer
 
@@ -140,6 +141,8 @@ def worker(
         format_seconds(lease_seconds),
         ", burst" if burst else "",
     )
+    for warning in warnings:
+        log.warning("%s", warning)
     for module in loaded:
         log.info("loaded %s (%s)", module.module, module.source)
     for subscription in served:

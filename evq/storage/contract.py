@@ -191,7 +191,8 @@ class QueueStatus(NamedTuple):
     counts the events no worker has fanned out yet, `delayed` those among them published with a
     delay that has not ended. `oldest_due_at` is when the delivery that has waited longest for a
     worker became due (for an event not fanned out yet: when it was published), or None if
-    nothing is waiting.
+    nothing is waiting. `warnings` are one line each about how the storage may lose events
+    (a Redis server without persistence, say), for `evq status` and a worker's start.
     """
 
     time: float
@@ -207,6 +208,7 @@ class QueueStatus(NamedTuple):
     delivered_last_minute: int
     failed_last_minute: int
     workers: list[WorkerRecord]
+    warnings: tuple[str, ...] = ()
 
 
 class AttemptRecord(NamedTuple):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -33,15 +34,49 @@ class Backend:
 
     fresh_url: Callable[[Path, str | None], str]
     env: str | None = None
+    #: Deletes what a test left on the server, given the URL `fresh_url` returned.
+    cleanup: Callable[[str], None] | None = None
 
 
 def _sqlite_file(tmp_path: Path, server: str | None) -> str:
     return f"sqlite:///{tmp_path / 'evq.db'}"
 
 
+def new_redis_prefix(tmp_path: Path, server: str | None) -> str:
+    """A key prefix of its own on the server of `EVQ_TEST_REDIS_URL`, which must answer: a
+    server that was asked for but cannot be reached fails the test, never skips it."""
+    import redis
+
+    assert server is not None
+    try:
+        redis.Redis.from_url(server, socket_connect_timeout=5).ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"EVQ_TEST_REDIS_URL is set but its server does not answer: {exc}")
+    separator = "&" if "?" in server else "?"
+    return f"{server}{separator}prefix=test-{uuid.uuid4().hex}"
+
+
+def drop_redis_prefix(url: str) -> None:
+    """Delete every key of the queue at `url` (found with SCAN on its prefix only)."""
+    import redis
+
+    from evq.storage.redis.connection import parse_url
+
+    base = parse_url(url).base
+    client = redis.Redis.from_url(url.split("?", 1)[0], socket_connect_timeout=5)
+    pattern = base.replace("{", "\\{").replace("}", "\\}") + "*"
+    keys = list(client.scan_iter(match=pattern, count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
 # Backend name -> how to make a fresh queue of it. The names become the test ids' suffixes.
 BACKENDS: dict[str, Backend] = {
     "sqlite": Backend(fresh_url=_sqlite_file),
+    "redis": Backend(
+        fresh_url=new_redis_prefix, env="EVQ_TEST_REDIS_URL", cleanup=drop_redis_prefix
+    ),
 }
 
 
@@ -53,7 +88,15 @@ def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Queue]:
     if backend.env is not None:
         server = os.environ.get(backend.env)
         if not server:
-            pytest.skip(f"set {backend.env} to run the contract suite on {request.param}")
-    handle = open_queue(backend.fresh_url(tmp_path, server))
-    yield handle
-    handle.close()
+            pytest.skip(
+                f"set {backend.env} to run the contract suite on {request.param}"
+                f" (e.g. {backend.env}=redis://127.0.0.1:6379/9, a database of its own)"
+            )
+    url = backend.fresh_url(tmp_path, server)
+    handle = open_queue(url)
+    try:
+        yield handle
+    finally:
+        handle.close()
+        if backend.cleanup is not None:
+            backend.cleanup(url)

@@ -1,0 +1,97 @@
+-- Prepended to every evq script when it is loaded (see connection.py): key names, clocks.
+-- KEYS[1] is the queue's prefix, `{evq:<prefix>}:`; every key of the queue starts with it, so
+-- all of them share one hash tag (one Cluster slot) and the script runs where they live.
+local base = KEYS[1]
+
+-- The server's clock, in seconds: due times and lease expiry never trust a worker's clock.
+local function clock()
+    local t = redis.call('TIME')
+    return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+-- Times are stored as text with microseconds: a Lua number given to redis.call would keep
+-- only 14 significant digits.
+local function fmt(seconds)
+    return string.format('%.6f', seconds)
+end
+
+-- `now` as a caller gave it (tests move time), or the server's clock if it gave ''.
+local function now_from(arg)
+    if arg == '' then
+        return clock()
+    end
+    return tonumber(arg)
+end
+
+-- Absolute times a client computed on its own clock (retry times, lease renewals, delays) are
+-- moved onto the server's clock when the two disagree by more than a second; `sent` is the
+-- client's clock when it sent the call.
+local function skew_from(sent)
+    if sent == '' then
+        return 0
+    end
+    local skew = clock() - tonumber(sent)
+    if math.abs(skew) <= 1 then
+        return 0
+    end
+    return skew
+end
+
+local function shifted(time_text, skew)
+    if skew == 0 or time_text == '' then
+        return time_text
+    end
+    return fmt(tonumber(time_text) + skew)
+end
+
+-- The sorted set (scored by due time) that holds an unfinished delivery: `pending` (due now
+-- or scheduled later), `retrying` (failed before) or `running` (score: lease expiry).
+local function due_set(state, failures)
+    if state == 'running' then
+        return base .. 'due:running'
+    end
+    if tonumber(failures) > 0 then
+        return base .. 'due:retrying'
+    end
+    return base .. 'due:pending'
+end
+
+local UNFINISHED = { 'due:pending', 'due:retrying', 'due:running' }
+
+-- When the earliest delivery is due; an event not fanned out yet is due since it was
+-- published. Returns '' if nothing is.
+local function next_due()
+    local best = nil
+    for _, name in ipairs(UNFINISHED) do
+        local first = redis.call('ZRANGE', base .. name, 0, 0, 'WITHSCORES')
+        if first[2] and (best == nil or tonumber(first[2]) < best) then
+            best = tonumber(first[2])
+        end
+    end
+    local oldest = redis.call('ZRANGE', base .. 'undispatched', 0, 0)
+    if oldest[1] then
+        local published = tonumber(redis.call('HGET', base .. 'e:' .. oldest[1], 'published_at'))
+        if published and (best == nil or published < best) then
+            best = published
+        end
+    end
+    if best == nil then
+        return ''
+    end
+    return fmt(best)
+end
+
+local function wake()
+    redis.call('PUBLISH', base .. 'wake', '')
+end
+
+-- Create one delivery of an event to a receiver, pending from `due`.
+local function new_delivery(event_id, receiver, due, created, replay)
+    local id = tostring(redis.call('INCR', base .. 'delivery_seq'))
+    redis.call('HSET', base .. 'd:' .. id, 'event_id', event_id, 'receiver', receiver,
+        'state', 'pending', 'due_at', due, 'attempt', 0, 'failures', 0, 'attempt_base', 0,
+        'created_at', created, 'replay', replay)
+    redis.call('RPUSH', base .. 'ed:' .. event_id, id)
+    redis.call('ZADD', base .. 'due:pending', due, id)
+    return id
+end

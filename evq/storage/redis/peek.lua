@@ -1,0 +1,14 @@
+-- What a worker needs to know before it leases (a read): the time, when the next delivery
+-- is due, and the names of the next events to fan out, so that it can route them.
+-- ARGV: now ('' for the server's clock), dispatch_limit.
+-- Returns {now, next_due or '', id, name, id, name, ...}.
+local now = now_from(ARGV[1])
+local result = { fmt(now), next_due() }
+local limit = tonumber(ARGV[2])
+if limit > 0 then
+    for _, id in ipairs(redis.call('ZRANGE', base .. 'undispatched', 0, limit - 1)) do
+        result[#result + 1] = id
+        result[#result + 1] = redis.call('HGET', base .. 'e:' .. id, 'name') or ''
+    end
+end
+return result

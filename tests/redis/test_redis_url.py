@@ -1,0 +1,139 @@
+"""Redis URLs: what evq accepts, what it refuses in one line, and that a password never shows."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_evq
+from redis_server import RedisServer, redis_url_fixture  # noqa: F401
+
+from evq.errors import InvalidStorageURL, StorageError, UnknownBackend
+from evq.storage import open_queue
+from evq.storage.redis.connection import parse_url
+
+PASSWORD = "s3cr3t-pa55"
+
+
+@pytest.mark.parametrize(
+    ("url", "location", "base"),
+    [
+        ("redis://localhost", "redis://localhost:6379/0", "{evq}:"),
+        ("redis://:pw@h:7000/3?prefix=shop", "redis://h:7000/3?prefix=shop", "{evq:shop}:"),
+        ("rediss://user:pw@h/1", "rediss://h:6379/1", "{evq}:"),
+        ("unix:///run/redis.sock?db=2", "unix:///run/redis.sock?db=2", "{evq}:"),
+    ],
+)
+def test_a_redis_url_names_the_server_database_and_prefix_without_the_password(
+    url: str, location: str, base: str
+) -> None:
+    address = parse_url(url)
+    assert (address.location, address.base) == (location, base)
+    assert "pw" not in address.location
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:pw@h:99999/0",
+        "redis://h/abc",
+        "redis://h/0?prefix=a{b}",
+        "redis://h/0?prefix=",
+        "redis://h/0?colour=blue",
+        "redis:///0",
+        "unix://",
+    ],
+)
+def test_a_malformed_redis_url_is_bad_input_in_one_line(url: str) -> None:
+    with pytest.raises(InvalidStorageURL) as caught:
+        open_queue(url)
+    assert "\n" not in str(caught.value)
+    assert ":pw@" not in str(caught.value)
+
+
+def test_the_redis_schemes_are_known_backends() -> None:
+    with pytest.raises(UnknownBackend, match="redis://"):
+        open_queue("mongodb://h/0")
+
+
+def test_publish_while_the_server_is_down_fails_in_one_line_within_seconds(
+    tmp_path: Path,
+) -> None:
+    server = RedisServer(tmp_path)  # never started: nothing listens on its port
+    url = f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0?prefix=down"
+    started = time.monotonic()
+    result = run_evq("publish", "order.paid", "--payload", "{}", "--url", url)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: cannot reach Redis at redis://127.0.0.1")
+    assert PASSWORD not in result.stderr
+    assert elapsed < 15
+
+
+def test_a_wrong_password_and_a_missing_database_are_bad_input_without_the_password(
+    tmp_path: Path,
+) -> None:
+    server = RedisServer(tmp_path, "--save", "", "--requirepass", PASSWORD)
+    server.start()
+    try:
+        wrong = f"redis://:not-{PASSWORD}@127.0.0.1:{server.port}/0"
+        result = run_evq("publish", "order.paid", "--url", wrong)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("Error: Redis at redis://127.0.0.1")
+        assert "password" in result.stderr and len(result.stderr.splitlines()) == 1
+        assert PASSWORD not in result.stderr
+
+        missing = run_evq("publish", "x.y", "--url", f"redis://127.0.0.1:{server.port}/0")
+        assert missing.returncode == 2 and "needs a password" in missing.stderr
+
+        no_db = f"redis://:{PASSWORD}@127.0.0.1:{server.port}/99"
+        result = run_evq("publish", "order.paid", "--url", no_db)
+        assert result.returncode == 2, result.stderr
+        assert "no database 99" in result.stderr and PASSWORD not in result.stderr
+
+        good = f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0?prefix=p"
+        assert run_evq("publish", "order.paid", "--url", good).returncode == 0
+        for command in (["status"], ["status", "--json"], ["events"], ["dlq", "list"]):
+            result = run_evq(*command, "--url", good)
+            assert result.returncode == 0, result.stderr
+            assert PASSWORD not in result.stdout + result.stderr
+    finally:
+        server.kill()
+
+
+def test_the_worker_log_never_shows_the_password(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path, "--save", "", "--requirepass", PASSWORD)
+    server.start()
+    try:
+        url = f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0"
+        assert run_evq("publish", "order.paid", "--url", url).returncode == 0
+        result = run_evq(
+            "worker",
+            "--burst",
+            "--app",
+            "tests.apps.recorder",
+            "--url",
+            url,
+            EVQ_TEST_LOG=str(tmp_path / "calls.log"),
+        )
+        assert result.returncode == 0, result.stderr
+        assert f"queue redis://127.0.0.1:{server.port}/0" in result.stderr
+        assert PASSWORD not in result.stderr + result.stdout
+    finally:
+        server.kill()
+
+
+def test_an_inspection_of_a_prefix_holding_no_queue_is_bad_input(redis_url: str) -> None:
+    result = run_evq("status", "--url", redis_url.replace("prefix=", "prefix=none-"))
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error: no queue at redis://")
+
+
+def test_storage_errors_while_running_are_storage_errors(caplog: pytest.LogCaptureFixture) -> None:
+    queue = open_queue("redis://127.0.0.1:1/0")
+    with caplog.at_level(logging.DEBUG), pytest.raises(StorageError, match="cannot reach Redis"):
+        queue.next_due()

@@ -1,0 +1,54 @@
+"""An idle worker on Redis blocks on the queue's channel and wakes within milliseconds of a
+publish by another process, at almost no CPU."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from contract.steps import publish
+from redis_server import redis_url_fixture  # noqa: F401
+
+from evq.storage import open_queue
+
+
+def test_a_watcher_wakes_within_milliseconds_of_a_publish(redis_url: str) -> None:
+    worker, publisher = open_queue(redis_url, role="work"), open_queue(redis_url)
+    watcher = worker.watch()
+    assert watcher is not None
+    try:
+        watcher.wait(0.1)  # subscribes
+        assert watcher.wait(0.2) is False  # nothing published: it times out
+        delays = []
+        for _ in range(5):
+            sent: list[float] = []
+
+            def publish_later(sent: list[float] = sent) -> None:
+                sent.append(time.monotonic())
+                publish(publisher, "a.b", at=time.time())
+
+            timer = threading.Timer(0.2, publish_later)
+            timer.start()
+            assert watcher.wait(5) is True
+            delays.append(time.monotonic() - sent[0])
+            timer.join()
+        assert sorted(delays)[2] < 0.02, delays
+    finally:
+        watcher.close()
+        worker.close()
+        publisher.close()
+
+
+def test_an_idle_watcher_uses_almost_no_cpu(redis_url: str) -> None:
+    queue = open_queue(redis_url, role="work")
+    watcher = queue.watch()
+    assert watcher is not None
+    try:
+        watcher.wait(0.1)
+        cpu, wall = time.process_time(), time.monotonic()
+        while time.monotonic() - wall < 2:
+            watcher.wait(0.5)
+        assert (time.process_time() - cpu) / 2 < 0.02
+    finally:
+        watcher.close()
+        queue.close()
