@@ -59,6 +59,7 @@ class RedisQueue:
     """One process's handle on a queue in Redis (see the package docstring). Thread-safe:
     threads share redis-py's pool; a forked child opens connections of its own."""
 
+    backend = "Redis"
     capabilities = CAPABILITIES
 
     def __init__(self, url: str, *, role: Role = "publish", create: bool = True) -> None:
