@@ -10,8 +10,10 @@ a server runs only when that variable is set, and is skipped otherwise. For exam
     BACKENDS["memory"] = Backend(fresh_url=lambda tmp_path, server: "memory://")
 
 where `new_postgres_schema(tmp_path, server)` creates a schema (or database) of its own on the
-server and returns a URL naming it. Every test of `tests/contract/` then runs once per backend:
-`pytest tests/contract -k postgresql` runs one backend's.
+server and returns a URL naming it; `drop(server, url)`, if given, removes it after the test.
+Every test of `tests/contract/` then runs once per backend: `pytest tests/contract -k
+postgresql` runs one backend's. A backend whose variable is set runs, and fails if its server
+cannot be reached: only an unset variable skips it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from postgres_server import SKIP_REASON, drop_schema
 
 from evq.storage import Queue, open_queue
 
@@ -33,15 +36,30 @@ class Backend:
 
     fresh_url: Callable[[Path, str | None], str]
     env: str | None = None
+    drop: Callable[[str, str], None] | None = None
+    skip_reason: str = ""
 
 
 def _sqlite_file(tmp_path: Path, server: str | None) -> str:
     return f"sqlite:///{tmp_path / 'evq.db'}"
 
 
+def _postgres_schema(tmp_path: Path, server: str | None) -> str:
+    from postgres_server import fresh_schema
+
+    assert server is not None
+    return fresh_schema(server)
+
+
 # Backend name -> how to make a fresh queue of it. The names become the test ids' suffixes.
 BACKENDS: dict[str, Backend] = {
     "sqlite": Backend(fresh_url=_sqlite_file),
+    "postgresql": Backend(
+        fresh_url=_postgres_schema,
+        env="EVQ_TEST_POSTGRES_URL",
+        drop=drop_schema,
+        skip_reason=SKIP_REASON,
+    ),
 }
 
 
@@ -53,7 +71,15 @@ def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Queue]:
     if backend.env is not None:
         server = os.environ.get(backend.env)
         if not server:
-            pytest.skip(f"set {backend.env} to run the contract suite on {request.param}")
-    handle = open_queue(backend.fresh_url(tmp_path, server))
-    yield handle
-    handle.close()
+            pytest.skip(
+                backend.skip_reason
+                or f"set {backend.env} to run the contract suite on {request.param}"
+            )
+    url = backend.fresh_url(tmp_path, server)
+    handle = open_queue(url)
+    try:
+        yield handle
+    finally:
+        handle.close()
+        if backend.drop is not None and server is not None:
+            backend.drop(server, url)
