@@ -46,6 +46,9 @@ class Server:
     """Where a PostgreSQL URL points, and how to show it without its password."""
 
     def __init__(self, url: str) -> None:
+        scheme, sep, rest = url.partition("://")
+        if sep:  # libpq knows the schemes in lower case only
+            url = f"{scheme.lower()}{sep}{rest}"
         try:
             params = psycopg.conninfo.conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:

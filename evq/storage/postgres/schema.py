@@ -22,7 +22,7 @@ _MIGRATION_LOCK = 0x657671_01
 
 def installed_version(conn: psycopg.Connection[Any] | Any) -> int | None:
     """The version of evq's tables in the connection's current schema, or None if there are
-    none. Works on a psycopg 3 connection and on a psycopg2 cursor alike."""
+    none. Works on a psycopg 3 connection and on a psycopg 3 or psycopg2 cursor alike."""
     rows = _fetch(conn, "SELECT to_regclass('evq_version') IS NOT NULL")
     if not rows[0][0]:
         return None
@@ -59,6 +59,9 @@ def migrate(conn: psycopg.Connection[Any], location: str) -> int:
 
 
 def _fetch(conn: Any, sql: str) -> list[Any]:
+    if not hasattr(conn, "cursor"):  # a cursor already
+        conn.execute(sql)
+        return list(conn.fetchall())
     cursor = conn.cursor()
     try:
         cursor.execute(sql)
