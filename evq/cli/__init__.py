@@ -33,6 +33,7 @@ COMMANDS = {
     "show": "evq.cli.events:show",
     "replay": "evq.cli.replay:replay",
     "prune": "evq.cli.prune:prune",
+    "migrate": "evq.cli.migrate:migrate",
 }
 
 

@@ -14,7 +14,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def url_option(f: F) -> F:
-    """`--url`: the queue file, `sqlite:///path/to.db` or a plain path."""
+    """`--url`: the queue, `sqlite:///path/to.db`, a plain path, or `postgresql://...`."""
     return click.option(
         "--url",
         envvar="EVQ_URL",
@@ -22,7 +22,7 @@ def url_option(f: F) -> F:
         default=config.DEFAULT_URL,
         show_default=True,
         metavar="URL",
-        help="The queue: sqlite:///path/to.db or a plain path.",
+        help="The queue: sqlite:///path/to.db, a plain path, or postgresql://user@host/db.",
     )(f)
 
 

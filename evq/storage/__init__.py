@@ -3,7 +3,7 @@
 - `contract`: the types that cross the seam and the `Queue` protocol every backend implements,
   with what each method promises (atomic, fenced by a lease, lazy).
 - `rules`: the rules of the domain, written once: states, dead letters, replay, retention.
-- one package per backend: `sqlite` (a file; the default), `redis` (a server).
+- one package per backend: `sqlite` (a file; the default), `postgres` and `redis` (servers).
 
 Every module outside `evq.storage` gets its queue from `open_queue()`, and a backend's driver
 is imported only when a URL names it.
@@ -21,6 +21,8 @@ __all__ = ["Queue", "Role", "open_queue"]
 # URL scheme -> (backend module, class, the extra that installs its driver or None).
 _BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "sqlite": ("evq.storage.sqlite", "SqliteQueue", None),
+    "postgresql": ("evq.storage.postgres", "PostgresQueue", "postgres"),
+    "postgres": ("evq.storage.postgres", "PostgresQueue", "postgres"),
     "redis": ("evq.storage.redis", "RedisQueue", "redis"),
     "rediss": ("evq.storage.redis", "RedisQueue", "redis"),
     "unix": ("evq.storage.redis", "RedisQueue", "redis"),
@@ -30,8 +32,9 @@ _BACKENDS: dict[str, tuple[str, str, str | None]] = {
 def open_queue(url: str, *, role: Role = "publish", create: bool = True) -> Queue:
     """Return a handle on the queue at `url`.
 
-    The scheme picks the backend: `sqlite:///path` or a plain path is SQLite; `redis://`,
-    `rediss://` and `unix://` are Redis. `role` lets a
+    The scheme picks the backend: `sqlite:///path` or a plain path is SQLite,
+    `postgresql://` or `postgres://` is PostgreSQL; `redis://`, `rediss://` and `unix://` are
+    Redis. `role` lets a
     backend choose how durably to write (see `contract.Role`); with `create=False`, a queue
     that does not exist yet is an error (`QueueNotFound`) instead of being created.
     """

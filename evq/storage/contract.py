@@ -18,6 +18,12 @@ The promises a backend makes, which the contract suite (`tests/contract/`) check
 - **Fenced by the lease**: an outcome, and a renewal, count only while the delivery is still at
   the attempt the worker leased (`Lease.attempt` is the fencing token). A worker whose lease
   expired and was taken over cannot overwrite the newer attempt, nor its history.
+- **Clocks**: a backend with a clock of its own (a database server's) reckons every due time
+  and lease expiry on it, so that hosts whose clocks differ agree. Times a caller gives (a
+  retry at, a lease until, a delay) are on the caller's clock; such a backend moves them onto
+  its own by the difference between the two clocks. A method given `now` uses that instead
+  of any clock, and takes the caller's times as they are: that is how tests move time. The
+  times a backend returns (`next_due`, records) are on its clock.
 - **Lazy where allowed**: fan-out happens when a worker leases, not at publish; statistics and
   heartbeats of workers may be dropped after a day; a backend may count status numbers from
   counters and indexes instead of scanning.
@@ -349,9 +355,11 @@ class Queue(Protocol):
 
     # Publishing
 
-    def publish(self, events: Sequence[NewEvent]) -> list[str]:
+    def publish(self, events: Sequence[NewEvent], *, now: float | None = None) -> list[str]:
         """Store `events` durably, atomically; return their ids. An event whose idempotency
-        key is already stored is not stored again: its place holds the first event's id."""
+        key is already stored is not stored again: its place holds the first event's id.
+        Each event's delay (`due_at - published_at`) runs from the queue's clock (see
+        "Clocks"), or with `now` given, its `due_at` is taken as it is."""
         ...
 
     def publish_within(self, connection: Any, events: Sequence[NewEvent]) -> list[str]:
@@ -380,14 +388,15 @@ class Queue(Protocol):
         nothing is due and there is nothing to record, a backend may skip the write."""
         ...
 
-    def record(self, outcomes: Sequence[Outcome], *, owner: str) -> None:
+    def record(self, outcomes: Sequence[Outcome], *, owner: str, now: float | None = None) -> None:
         """Atomically record outcomes of leased attempts (with their history and statistics),
-        each fenced: only if the delivery is still at the attempt its lease took."""
+        each fenced: only if the delivery is still at the attempt its lease took. Their retry
+        times are on the caller's clock (see "Clocks")."""
         ...
 
-    def renew(self, leases: Sequence[tuple[Lease, float]]) -> int:
-        """Extend running leases to the given expiry times (fenced); return how many were
-        still held."""
+    def renew(self, leases: Sequence[tuple[Lease, float]], *, now: float | None = None) -> int:
+        """Extend running leases to the given expiry times (fenced, on the caller's clock:
+        see "Clocks"); return how many were still held."""
         ...
 
     def next_due(self) -> float | None:

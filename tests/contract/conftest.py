@@ -10,8 +10,10 @@ a server runs only when that variable is set, and is skipped otherwise. For exam
     BACKENDS["memory"] = Backend(fresh_url=lambda tmp_path, server: "memory://")
 
 where `new_postgres_schema(tmp_path, server)` creates a schema (or database) of its own on the
-server and returns a URL naming it. Every test of `tests/contract/` then runs once per backend:
-`pytest tests/contract -k postgresql` runs one backend's.
+server and returns a URL naming it; `cleanup(server, url)`, if given, removes it after the test.
+Every test of `tests/contract/` then runs once per backend: `pytest tests/contract -k
+postgresql` runs one backend's. A backend whose variable is set runs, and fails if its server
+cannot be reached: only an unset variable skips it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from postgres_server import SKIP_REASON, drop_schema
 
 from evq.storage import Queue, open_queue
 
@@ -34,8 +37,10 @@ class Backend:
 
     fresh_url: Callable[[Path, str | None], str]
     env: str | None = None
-    #: Deletes what a test left on the server, given the URL `fresh_url` returned.
-    cleanup: Callable[[str], None] | None = None
+    #: Deletes what a test left on the server: `cleanup(server, url)`, given the URL
+    #: `fresh_url` returned.
+    cleanup: Callable[[str, str], None] | None = None
+    skip_reason: str = ""
 
 
 def _sqlite_file(tmp_path: Path, server: str | None) -> str:
@@ -71,11 +76,28 @@ def drop_redis_prefix(url: str) -> None:
     client.close()
 
 
+def _postgres_schema(tmp_path: Path, server: str | None) -> str:
+    from postgres_server import fresh_schema
+
+    assert server is not None
+    return fresh_schema(server)
+
+
 # Backend name -> how to make a fresh queue of it. The names become the test ids' suffixes.
 BACKENDS: dict[str, Backend] = {
     "sqlite": Backend(fresh_url=_sqlite_file),
+    "postgresql": Backend(
+        fresh_url=_postgres_schema,
+        env="EVQ_TEST_POSTGRES_URL",
+        cleanup=drop_schema,
+        skip_reason=SKIP_REASON,
+    ),
     "redis": Backend(
-        fresh_url=new_redis_prefix, env="EVQ_TEST_REDIS_URL", cleanup=drop_redis_prefix
+        fresh_url=new_redis_prefix,
+        env="EVQ_TEST_REDIS_URL",
+        cleanup=lambda server, url: drop_redis_prefix(url),
+        skip_reason="set EVQ_TEST_REDIS_URL to run the contract suite on Redis"
+        " (e.g. EVQ_TEST_REDIS_URL=redis://127.0.0.1:6379/9, a database of its own)",
     ),
 }
 
@@ -89,8 +111,8 @@ def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Queue]:
         server = os.environ.get(backend.env)
         if not server:
             pytest.skip(
-                f"set {backend.env} to run the contract suite on {request.param}"
-                f" (e.g. {backend.env}=redis://127.0.0.1:6379/9, a database of its own)"
+                backend.skip_reason
+                or f"set {backend.env} to run the contract suite on {request.param}"
             )
     url = backend.fresh_url(tmp_path, server)
     handle = open_queue(url)
@@ -98,5 +120,5 @@ def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Queue]:
         yield handle
     finally:
         handle.close()
-        if backend.cleanup is not None:
-            backend.cleanup(url)
+        if backend.cleanup is not None and server is not None:
+            backend.cleanup(server, url)

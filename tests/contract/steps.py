@@ -37,7 +37,8 @@ def publish(
 ) -> str:
     """Publish `name` as if it was published at the Unix time `at`; return its id."""
     payload = {"at": at} if payload is None else payload
-    return queue.publish([prepare(name, payload=payload, delay=delay, key=key, now=at)])[0]
+    event = prepare(name, payload=payload, delay=delay, key=key, now=at)
+    return queue.publish([event], now=at)[0]
 
 
 def take(
@@ -82,7 +83,9 @@ def finish(
 ) -> None:
     """Record the outcome `kind` (done, dead, or retry in an hour) of leased attempts."""
     retry_at = at + 3600 if kind == "retry" else None
-    queue.record([outcome(lease, kind, at=at, retry_at=retry_at) for lease in leases], owner=owner)
+    queue.record(
+        [outcome(lease, kind, at=at, retry_at=retry_at) for lease in leases], owner=owner, now=at
+    )
 
 
 @dataclass

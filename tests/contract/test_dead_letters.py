@@ -20,9 +20,11 @@ def test_a_delivery_whose_retries_are_exhausted_is_a_dead_letter_with_its_event(
     event_id = publish(queue, "order.paid", at=at, payload={"order": 9})
     for attempt in (1, 2):
         (lease,) = take(queue, now=at + 10 * attempt)
-        queue.record([outcome(lease, "retry", at=at + 10 * attempt + 1, retry_at=at)], owner=OWNER)
+        queue.record(
+            [outcome(lease, "retry", at=at + 10 * attempt + 1, retry_at=at)], owner=OWNER, now=at
+        )
     (last,) = take(queue, now=at + 30)
-    queue.record([outcome(last, "dead", at=at + 31)], owner=OWNER)
+    queue.record([outcome(last, "dead", at=at + 31)], owner=OWNER, now=at)
 
     (letter,) = queue.dead_letters()
     assert letter.id == last.delivery_id
@@ -51,7 +53,7 @@ def test_dead_letters_are_listed_newest_first_and_filtered(queue: Queue) -> None
     leases = take(queue, now=at + 3, routing=routing_for("shop:bill", "shop:ship"))
     assert len(leases) == 6
     for n, lease in enumerate(leases):
-        queue.record([outcome(lease, "dead", at=at + 10 + n)], owner=OWNER)
+        queue.record([outcome(lease, "dead", at=at + 10 + n)], owner=OWNER, now=at)
 
     letters = queue.dead_letters()
     assert [letter.id for letter in letters] == [lease.delivery_id for lease in leases[::-1]]
@@ -71,7 +73,7 @@ def test_redrive_restarts_the_count_but_fences_off_outcomes_from_before(queue: Q
     at = time.time() - 600
     event_id = publish(queue, "order.paid", at=at)
     (first,) = take(queue, now=at, owner="w1")
-    queue.record([outcome(first, "dead", at=at + 1)], owner="w1")
+    queue.record([outcome(first, "dead", at=at + 1)], owner="w1", now=at)
 
     assert queue.redrive([letter.id for letter in queue.dead_letters()]) == 1
     assert queue.dead_letters() == []
@@ -88,10 +90,10 @@ def test_redrive_restarts_the_count_but_fences_off_outcomes_from_before(queue: Q
     assert second.attempt == 2  # the fencing token keeps counting
     assert second.failures == 0
     # The worker of the attempt before the redrive records it again: nothing changes.
-    queue.record([outcome(first, "done", at=time.time())], owner="w1")
+    queue.record([outcome(first, "done", at=time.time())], owner="w1", now=at)
     record = queue.event(event_id)
     assert record is not None and record.deliveries[0].state == "running"
-    queue.record([outcome(second, "done", at=time.time())], owner="w2")
+    queue.record([outcome(second, "done", at=time.time())], owner="w2", now=at)
     record = queue.event(event_id)
     assert record is not None
     (delivery,) = record.deliveries

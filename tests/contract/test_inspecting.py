@@ -179,9 +179,9 @@ def test_one_event_comes_with_every_delivery_and_its_history(queue: Queue) -> No
     event_id = publish(queue, "order.created", at=at, key="order-1")
     leases = take(queue, now=at, routing=routing_for("shop:bill", "shop:ship"))
     bill = next(lease for lease in leases if lease.receiver == "shop:bill")
-    queue.record([outcome(bill, "retry", at=at + 1, retry_at=at + 2)], owner=OWNER)
+    queue.record([outcome(bill, "retry", at=at + 1, retry_at=at + 2)], owner=OWNER, now=at)
     (again,) = take(queue, now=at + 2, routing=routing_for("shop:bill", "shop:ship"))
-    queue.record([outcome(again, "done", at=at + 3)], owner="w2")
+    queue.record([outcome(again, "done", at=at + 3)], owner="w2", now=at)
 
     record = queue.event(event_id, now=at + 4)
 

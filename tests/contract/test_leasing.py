@@ -205,12 +205,12 @@ def test_the_late_outcome_of_an_expired_lease_changes_nothing(queue: Queue) -> N
 
     for kind in ("done", "retry", "dead"):
         late = outcome(stale, kind, at=at + 21, retry_at=at + 22 if kind == "retry" else None)
-        queue.record([late], owner="w1")
+        queue.record([late], owner="w1", now=at)
 
     assert delivery_state(queue, event_id, at + 21) == "running"
     assert queue.dead_letters() == []
     assert history(queue, event_id) == [(1, "lost")]  # not rewritten by the stale worker
-    queue.record([outcome(current, "done", at=at + 22)], owner="w2")
+    queue.record([outcome(current, "done", at=at + 22)], owner="w2", now=at)
     assert delivery_state(queue, event_id, at + 22) == "done"
     assert history(queue, event_id) == [(1, "lost"), (2, "done")]
 
@@ -220,14 +220,14 @@ def test_a_renewal_extends_a_held_lease_and_a_stale_one_changes_nothing(queue: Q
     publish(queue, "order.created", at=at)
     (lease,) = take(queue, now=at, routing=routing_for(lease_seconds=10), owner="w1")
 
-    assert queue.renew([(lease, at + 100)]) == 1
+    assert queue.renew([(lease, at + 100)], now=at) == 1
     assert take(queue, now=at + 50, owner="w2") == []  # renewed: still held
     assert queue.next_due() == pytest.approx(at + 100, abs=1e-3)
     (taken,) = take(queue, now=at + 101, routing=routing_for(lease_seconds=10), owner="w2")
     assert taken.attempt == 2
 
     # w1 wakes up and renews: its lease is no longer held, and w2's is not extended.
-    assert queue.renew([(lease, at + 1000)]) == 0
+    assert queue.renew([(lease, at + 1000)], now=at) == 0
     (third,) = take(queue, now=at + 112, owner="w3")
     assert third.attempt == 3
 
@@ -236,10 +236,10 @@ def test_a_finished_delivery_cannot_be_renewed(queue: Queue) -> None:
     at = time.time() - 60
     publish(queue, "order.created", at=at)
     (lease,) = take(queue, now=at)
-    queue.record([outcome(lease, "done", at=at + 1)], owner=OWNER)
+    queue.record([outcome(lease, "done", at=at + 1)], owner=OWNER, now=at)
 
-    assert queue.renew([(lease, at + 1000)]) == 0
-    assert queue.renew([]) == 0
+    assert queue.renew([(lease, at + 1000)], now=at) == 0
+    assert queue.renew([], now=at) == 0
     assert queue.next_due() is None
 
 
@@ -251,7 +251,7 @@ def test_a_retry_is_due_at_its_retry_time_and_counts_a_failure(queue: Queue) -> 
     event_id = publish(queue, "order.created", at=at)
     (lease,) = take(queue, now=at)
 
-    queue.record([outcome(lease, "retry", at=at + 1, retry_at=at + 60)], owner=OWNER)
+    queue.record([outcome(lease, "retry", at=at + 1, retry_at=at + 60)], owner=OWNER, now=at)
 
     record = queue.event(event_id, now=at + 2)
     assert record is not None and record.status == "retrying"
@@ -280,6 +280,7 @@ def test_an_outcome_that_does_not_count_as_a_failure_leaves_failures_alone(queue
     queue.record(
         [outcome(lease, "retry", at=at + 1, retry_at=at + 60, counts_as_failure=False)],
         owner=OWNER,
+        now=at,
     )
     record = queue.event(event_id, now=at + 2)
     assert record is not None
@@ -287,7 +288,7 @@ def test_an_outcome_that_does_not_count_as_a_failure_leaves_failures_alone(queue
     (again,) = take(queue, now=at + 60)
     assert (again.attempt, again.failures) == (2, 0)
 
-    queue.record([outcome(again, "dead", at=at + 61, counts_as_failure=False)], owner=OWNER)
+    queue.record([outcome(again, "dead", at=at + 61, counts_as_failure=False)], owner=OWNER, now=at)
     (letter,) = queue.dead_letters()
     assert (letter.attempts, letter.failures) == (2, 0)
 
@@ -298,7 +299,7 @@ def test_a_released_attempt_is_due_again_at_once(queue: Queue) -> None:
     (lease,) = take(queue, now=at)
 
     # Never started: the attempt gives its number back and leaves no history.
-    queue.record([outcome(lease, "release", at=at + 1, started=False)], owner=OWNER)
+    queue.record([outcome(lease, "release", at=at + 1, started=False)], owner=OWNER, now=at)
     record = queue.event(event_id, now=at + 1)
     assert record is not None
     (delivery,) = record.deliveries
@@ -308,7 +309,7 @@ def test_a_released_attempt_is_due_again_at_once(queue: Queue) -> None:
     assert again.attempt == 1
 
     # Interrupted while running: the attempt counts, as interrupted, but is no failure.
-    queue.record([outcome(again, "release", at=at + 2)], owner=OWNER)
+    queue.record([outcome(again, "release", at=at + 2)], owner=OWNER, now=at)
     assert history(queue, event_id) == [(1, "interrupted")]
     (third,) = take(queue, now=at + 2)
     assert (third.attempt, third.failures) == (2, 0)
@@ -322,7 +323,7 @@ def test_an_outcome_of_an_unknown_kind_raises_and_records_nothing(queue: Queue) 
     done = outcome(lease, "done", at=at + 3)
 
     with pytest.raises(ValueError, match="unknown outcome kind 'lost'"):
-        queue.record([done, unknown], owner=OWNER)
+        queue.record([done, unknown], owner=OWNER, now=at)
     with pytest.raises(ValueError, match="unknown outcome kind"):
         queue.lease(routing_for(), owner=OWNER, limit=1, outcomes=[done, unknown], now=at + 3)
 
@@ -349,7 +350,7 @@ def test_next_due_is_when_the_earliest_delivery_or_event_to_fan_out_is_due(queue
     publish(queue, "order.created", at=at + 2)
     (lease,) = take(queue, now=at + 2, routing=routing_for(lease_seconds=30))
     assert queue.next_due() == pytest.approx(at + 32, abs=1e-3)  # when that lease expires
-    queue.record([outcome(lease, "done", at=at + 3)], owner=OWNER)
+    queue.record([outcome(lease, "done", at=at + 3)], owner=OWNER, now=at)
     assert queue.next_due() == pytest.approx(at + 3600, abs=1e-3)
 
 

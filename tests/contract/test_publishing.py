@@ -20,7 +20,7 @@ def test_publish_returns_the_ids_in_order_and_stores_every_event_as_given(queue:
         prepare("user.created", payload={"n": 3}, delay=30, now=at + 2),
     ]
 
-    ids = queue.publish(events)
+    ids = queue.publish(events, now=at)
 
     assert ids == [event.id for event in events]
     for event in events:
@@ -65,7 +65,7 @@ def test_a_key_repeated_within_one_publish_is_stored_once(queue: Queue) -> None:
         prepare("order.paid", payload={"n": 3}, key="k1", now=at),
     ]
 
-    ids = queue.publish(events)
+    ids = queue.publish(events, now=at)
 
     assert ids == [events[0].id, events[1].id, events[0].id]
     assert sorted(record.id for record in queue.events(limit=None)) == sorted(ids[:2])

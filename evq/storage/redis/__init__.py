@@ -91,8 +91,9 @@ class RedisQueue:
 
     # Publishing
 
-    def publish(self, events: Sequence[NewEvent]) -> list[str]:
-        """Store `events` in one script: all or none."""
+    def publish(self, events: Sequence[NewEvent], *, now: float | None = None) -> list[str]:
+        """Store `events` in one script: all or none. (`now` is not needed: the script moves
+        the events' times onto the server's clock when the two clocks differ.)"""
         if not events:
             return []
         return publishing.insert_events(self._connection, events)
@@ -126,15 +127,17 @@ class RedisQueue:
             self._connection, routing, owner, limit, outcomes, dispatch_limit, now
         )
 
-    def record(self, outcomes: Sequence[Outcome], *, owner: str) -> None:
-        """Record the outcomes of leased attempts, fenced by their leases."""
+    def record(self, outcomes: Sequence[Outcome], *, owner: str, now: float | None = None) -> None:
+        """Record the outcomes of leased attempts, fenced by their leases. (Retry times are
+        moved onto the server's clock by the script; `now` is not needed.)"""
         from evq.storage.redis import delivering
 
         if outcomes:
             delivering.record(self._connection, outcomes, owner)
 
-    def renew(self, leases: Sequence[tuple[Lease, float]]) -> int:
-        """Extend running leases; return how many were still held."""
+    def renew(self, leases: Sequence[tuple[Lease, float]], *, now: float | None = None) -> int:
+        """Extend running leases; return how many were still held. (Expiries are moved onto
+        the server's clock by the script; `now` is not needed.)"""
         from evq.storage.redis import delivering
 
         return delivering.renew(self._connection, leases) if leases else 0

@@ -108,8 +108,9 @@ class SqliteQueue:
 
     # Publishing
 
-    def publish(self, events: Sequence[NewEvent]) -> list[str]:
-        """Store `events` in one durable transaction; return their ids."""
+    def publish(self, events: Sequence[NewEvent], *, now: float | None = None) -> list[str]:
+        """Store `events` in one durable transaction; return their ids. The queue's clock
+        is the publisher's: due times are stored as given, `now` or not."""
         with self._db.write() as conn:
             return publishing.insert_events(conn, events)
 
@@ -149,15 +150,16 @@ class SqliteQueue:
             next_due = None if leases else delivering.next_due(conn)
         return LeaseBatch(leases, next_due, dead)
 
-    def record(self, outcomes: Sequence[Outcome], *, owner: str) -> None:
-        """Record the outcomes of leased attempts, fenced by their leases."""
+    def record(self, outcomes: Sequence[Outcome], *, owner: str, now: float | None = None) -> None:
+        """Record the outcomes of leased attempts, fenced by their leases (the queue's clock
+        is the worker's: times are stored as given)."""
         from evq.storage.sqlite import delivering  # not on the publishing path
 
         if outcomes:
             with self._db.write() as conn:
                 delivering.record(conn, outcomes, owner)
 
-    def renew(self, leases: Sequence[tuple[Lease, float]]) -> int:
+    def renew(self, leases: Sequence[tuple[Lease, float]], *, now: float | None = None) -> int:
         """Extend running leases to the given expiry times; return how many were still held."""
         from evq.storage.sqlite import delivering  # not on the publishing path
 

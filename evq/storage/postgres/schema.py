@@ -1,0 +1,75 @@
+"""evq's tables on PostgreSQL: created by `evq migrate` (and a worker's start), never inside
+an application's transaction, and refused when a newer evq wrote them.
+
+The version of the tables is the one row of `evq_version`. Creating or upgrading them takes
+a transaction-level advisory lock, so that workers starting at once on an empty database
+wait for each other instead of failing.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import psycopg
+
+from evq.errors import QueueNotFound, StorageError
+
+SCHEMA_VERSION = 1
+# pg_advisory_xact_lock's key for evq's migrations: "evq" in ASCII, then 1.
+_MIGRATION_LOCK = 0x657671_01
+
+
+def installed_version(conn: psycopg.Connection[Any] | Any) -> int | None:
+    """The version of evq's tables in the connection's current schema, or None if there are
+    none. Works on a psycopg 3 connection and on a psycopg 3 or psycopg2 cursor alike."""
+    rows = _fetch(conn, "SELECT to_regclass('evq_version') IS NOT NULL")
+    if not rows[0][0]:
+        return None
+    rows = _fetch(conn, "SELECT max(version) FROM evq_version")
+    return int(rows[0][0] or 0)
+
+
+def check_version(version: int | None, location: str) -> None:
+    """Refuse tables written by a newer evq, and a database that holds none."""
+    if version is None:
+        raise QueueNotFound(
+            f"no evq tables in {location} (run `evq migrate`, or start a worker, to create them)"
+        )
+    if version > SCHEMA_VERSION:
+        raise StorageError(
+            f"the queue at {location} was written by a newer evq (tables version {version},"
+            f" this evq knows {SCHEMA_VERSION}): upgrade evq to use it"
+        )
+
+
+def migrate(conn: psycopg.Connection[Any], location: str) -> int:
+    """Create evq's tables, or bring them up to date, in a transaction of evq's own on `conn`
+    (an autocommit connection of evq's); return the version found before (0: none)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        before = installed_version(conn)
+        if before is not None and before >= SCHEMA_VERSION:
+            check_version(before, location)
+            return before
+        conn.execute(_schema_sql())
+        conn.execute("DELETE FROM evq_version")
+        conn.execute("INSERT INTO evq_version (version) VALUES (%s)", (SCHEMA_VERSION,))
+    return before or 0
+
+
+def _fetch(conn: Any, sql: str) -> list[Any]:
+    if not hasattr(conn, "cursor"):  # a cursor already
+        conn.execute(sql)
+        return list(conn.fetchall())
+    cursor = conn.cursor()
+    try:
+        cursor.execute(sql)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def _schema_sql() -> str:
+    with open(os.path.join(os.path.dirname(__file__), "schema.sql"), encoding="utf-8") as file:
+        return file.read()

@@ -1,0 +1,148 @@
+"""Workers on PostgreSQL: several processes of both types share one backlog without doing
+anything twice, SIGKILLed workers lose nothing, and an idle worker sleeps in LISTEN, woken by
+each publish, and listens again when its connection is cut."""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+from conftest import calls, run_evq
+from workers import WorkerProcess, log_lines, wait_until
+
+import evq
+from postgres.conftest import Schema
+
+RECEIVERS = ("bill", "ship", "audit")
+LEASE = "2s"
+
+
+def _backlog(count: int) -> set[tuple[str, str]]:
+    # order.created matches bill (order.*), ship (order.**) and audit (**): 3 receivers each.
+    ids = evq.publish_many({"name": "order.created", "payload": {"n": n}} for n in range(count))
+    return {(event_id, receiver) for event_id in ids for receiver in RECEIVERS}
+
+
+def _worker(pg: Schema, worker_type: str, *args: str, **env: str) -> WorkerProcess:
+    return WorkerProcess(
+        pg.tmp_path / "queue",
+        "--app",
+        "tests.apps.recorder",
+        "--workers",
+        "2",
+        "--worker-type",
+        worker_type,
+        "--quiet",
+        *args,
+        **env,
+    )
+
+
+@pytest.mark.timeout(240)
+def test_three_worker_processes_of_both_types_do_every_delivery_exactly_once(pg: Schema) -> None:
+    expected = _backlog(400)
+    workers = [
+        _worker(pg, kind, EVQ_TEST_SLEEP="0.002") for kind in ("thread", "process", "thread")
+    ]
+    try:
+        wait_until(lambda: pg.states().get("done") == len(expected), timeout=180)
+        for worker in workers:
+            assert worker.stop() == 0, worker.stderr
+            assert "Traceback" not in worker.stderr
+            assert "deadlock" not in worker.stderr
+    finally:
+        for worker in workers:
+            worker.kill_group()
+
+    counted = calls(pg.log)
+    assert set(counted) == expected
+    assert set(counted.values()) == {1}, "a delivery ran twice without any crash"
+    assert pg.states() == {"done": len(expected)}
+    # They shared the work: more than one process delivered (each worker has 2 threads or 2
+    # forked processes of its own).
+    assert len({line[3] for line in log_lines(pg.log)}) >= 3
+    assert pg.rows("SELECT sum(value) FROM evq_counter WHERE name = 'dispatched'") == [(400,)]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
+def test_workers_killed_at_random_moments_lose_no_delivery(pg: Schema, worker_type: str) -> None:
+    expected = _backlog(300)
+    rng = random.Random(3)
+    args = ("--lease", LEASE)
+    workers = [_worker(pg, worker_type, *args, EVQ_TEST_SLEEP="0.003") for _ in range(2)]
+    try:
+        for _ in range(6):
+            time.sleep(rng.uniform(0.3, 1.5))
+            # SIGKILL one worker (or both) with its children, mid-delivery, and restart it.
+            for index in rng.sample(range(2), rng.choice((1, 1, 2))):
+                workers[index].kill_group()
+                workers[index] = _worker(pg, worker_type, *args, EVQ_TEST_SLEEP="0.003")
+        wait_until(lambda: pg.states().get("done") == len(expected), timeout=240)
+        for worker in workers:
+            assert worker.stop() == 0, worker.stderr
+    finally:
+        for worker in workers:
+            worker.kill_group()
+
+    burst = run_evq("worker", "--burst", "--app", "tests.apps.recorder", "--lease", LEASE, "-q")
+    assert burst.returncode == 0, burst.stderr
+    counted = calls(pg.log)
+    assert set(counted) == expected  # nothing lost
+    # The kills landed while deliveries were leased: otherwise this tested nothing.
+    assert pg.rows("SELECT count(*) FROM evq_attempt WHERE outcome = 'lost'")[0][0] > 0
+    assert pg.states() == {"done": len(expected)}
+    assert pg.rows("SELECT count(*) FROM evq_event WHERE due_at IS NOT NULL") == [(0,)]
+
+
+def _listening(pg: Schema) -> list[int]:
+    return [
+        pid
+        for (pid,) in pg.rows(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'evq'"
+            " AND query = 'LISTEN evq_wakeup' AND pid <> pg_backend_pid()"
+        )
+    ]
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _latency(pg: Schema, n: int) -> float:
+    published = time.monotonic()
+    event_id = evq.publish("order.created", payload={"n": n})
+    wait_until(lambda: (event_id, "bill") in calls(pg.log), timeout=10, interval=0.002)
+    return time.monotonic() - published
+
+
+@pytest.mark.timeout(120)
+def test_an_idle_worker_is_woken_by_listen_and_listens_again_when_its_connection_is_cut(
+    pg: Schema,
+) -> None:
+    with WorkerProcess(pg.tmp_path / "queue", "--app", "tests.apps.recorder", "-q") as worker:
+        worker.wait_ready()
+        wait_until(lambda: _listening(pg), timeout=20)
+        time.sleep(1.5)  # idle
+
+        cpu = _cpu_seconds(worker.pid)
+        time.sleep(3)
+        assert _cpu_seconds(worker.pid) - cpu < 0.06  # under 2 % of a core while idle
+
+        # The worker waits up to a second between looks without a wake-up: every delivery
+        # within a fraction of that shows it was woken.
+        latencies = [_latency(pg, n) for n in range(5)]
+        assert statistics.median(latencies) < 0.15, latencies
+
+        (listener,) = _listening(pg)
+        pg.rows("SELECT pg_terminate_backend(%s)", (listener,))
+        wait_until(lambda: _listening(pg) and _listening(pg) != [listener], timeout=10)
+        latencies = [_latency(pg, n) for n in range(5, 10)]
+        assert statistics.median(latencies) < 0.15, latencies
+        assert worker.stop() == 0, worker.stderr
+    assert "Traceback" not in worker.stderr
