@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 BATCH_SIZE = 1000
 # What a line may hold besides its payload: name, key, delay and JSON punctuation.
 LINE_ROOM = 64 * 1024
+# How much of the input is read at a time.
+_CHUNK = 1024 * 1024
 # Below this many lines a progress bar would only flicker.
 PROGRESS_THRESHOLD = 10_000
 
@@ -44,7 +47,7 @@ def publish_jsonl(source: str, *, delay: float | None, as_json: bool) -> None:
     # again as they pile up: a tenth of the time of a large file.
     with _open(source) as file, _collector_paused():
         for number, line in enumerate(_bounded_lines(file, max_line), start=1):
-            if line.isspace():
+            if not line or line.isspace():
                 continue
             try:
                 items.append(_parse(line))
@@ -82,17 +85,28 @@ def _prepare(items: list[Any], numbers: list[int], delay: float | None) -> list[
 
 
 def _bounded_lines(file: IO[str], limit: int) -> Iterator[str]:
-    """The lines of `file`; one longer than `limit` characters is refused after reading at
-    most `limit` + 1 of them (`--jsonl /dev/zero` must not read until memory runs out)."""
-    number = 0
-    while line := file.readline(limit + 1):
-        number += 1
-        if len(line) > limit and not line.endswith("\n"):
+    """The lines of `file`, without their newline; one longer than `limit` characters is
+    refused after reading at most `limit` + 1 of them (`--jsonl /dev/zero` must not read until
+    memory runs out). Read in chunks and split at C speed: a generator resumed for every line
+    would cost a tenth of a large input's time."""
+    return itertools.chain.from_iterable(_line_batches(file, limit))
+
+
+def _line_batches(file: IO[str], limit: int) -> Iterator[list[str]]:
+    done = 0  # lines handed out so far, for the error's line number
+    rest = ""  # the start of a line whose end is not read yet
+    while chunk := file.read(max(1, min(_CHUNK, limit + 1 - len(rest)))):
+        lines = (rest + chunk).split("\n")
+        rest = lines.pop()
+        if len(rest) > limit:
             raise InvalidInput(
-                f"line {number}: longer than {limit:,} characters (EVQ_MAX_PAYLOAD and 64 KiB"
-                " for its name, key and delay); nothing was published"
+                f"line {done + len(lines) + 1}: longer than {limit:,} characters"
+                " (EVQ_MAX_PAYLOAD and 64 KiB for its name, key and delay); nothing was published"
             )
-        yield line
+        done += len(lines)
+        yield lines
+    if rest:
+        yield [rest]
 
 
 def _at_line(number: int, exc: InvalidInput) -> InvalidInput:
