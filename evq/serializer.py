@@ -25,7 +25,13 @@ class JSONSerializer(Serializer):  # type: ignore[misc]
         return json.loads(data, object_hook=_untag)
 
 
+# Most of what a message holds: returned as they are, after one look at their exact type.
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def _tag(value: Any) -> Any:
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, Message):
         return {"__message__": [_tag(item) for item in value]}
     if isinstance(value, tuple):

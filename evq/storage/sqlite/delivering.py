@@ -150,11 +150,12 @@ def lease(
             "INSERT OR REPLACE INTO evq_attempt VALUES (?, ?, ?, ?, ?, 'lost', ?)",
             (row[0], row[3], row[6], row[7], now, rules.LOST_WORKER_ERROR),
         )
-    conn.executemany(
-        "UPDATE evq_delivery SET state = 'dead', due_at = NULL, finished_at = ?,"
-        " last_error = ?, lease_owner = NULL WHERE id = ?",
-        [*damaged, *((now, reason, c.fetched[0]) for c, reason in plan.dead)],
-    )
+    if damaged or plan.dead:
+        conn.executemany(
+            "UPDATE evq_delivery SET state = 'dead', due_at = NULL, finished_at = ?,"
+            " last_error = ?, lease_owner = NULL WHERE id = ?",
+            [*damaged, *((now, reason, c.fetched[0]) for c, reason in plan.dead)],
+        )
     leases = []
     taken = []
     lease = Lease._make
