@@ -58,7 +58,7 @@ def _worker(pg: Schema, proxy: Proxy, worker_type: str) -> WorkerProcess:
         LEASE,
         name=f"worker-{worker_type}",
         EVQ_URL=proxy.url(pg.url),
-        EVQ_TEST_SLEEP="0.001",
+        EVQ_TEST_SLEEP="0.002",
     )
 
 
@@ -93,18 +93,23 @@ def _check_outcome(pg: Schema, expected: set[tuple[str, str]]) -> None:
 
 
 def _check_logs(workers: list[WorkerProcess], outages: int) -> None:
-    """Each worker logged at least one outage and at most one line per outage, and no
-    traceback; then it stopped cleanly."""
+    """Each worker stopped cleanly, without a traceback, having logged at most one line per
+    outage and the end of each; the outages were seen. (A worker whose connections were all
+    idle at a cut replaces them quietly at their next use: it may log nothing.)"""
+    seen = 0
     for worker in workers:
         assert worker.stop() == 0, worker.stderr
         stderr = worker.stderr
         assert "Traceback" not in stderr, stderr
         errors = [line for line in stderr.splitlines() if OUTAGE_LINE in line]
-        assert 1 <= len(errors) <= outages, stderr
+        assert len(errors) <= outages, stderr
         assert all("ERROR" in line for line in errors), errors
+        assert stderr.count("the queue works again") == len(errors), stderr
+        seen += len(errors)
         # The line is one line: no multi-line message from libpq leaks into the log.
         for line in stderr.splitlines():
             assert line.strip() == "" or not line.startswith((" ", "\t")), stderr
+    assert seen >= 1, "no worker noticed an outage"
 
 
 @pytest.mark.timeout(120)
@@ -112,8 +117,9 @@ def test_workers_ride_out_a_proxy_cut_several_times_mid_backlog(pg: Schema, prox
     expected = _backlog(1000)  # 3000 deliveries
     workers = [_worker(pg, proxy, kind) for kind in ("thread", "process")]
     try:
-        for worker in workers:
-            worker.wait_ready()
+        # Both workers at work (the thread worker's process and the two forked processes of
+        # the other) before the first cut.
+        wait_until(lambda: len({line[3] for line in log_lines(pg.log)}) >= 3, timeout=30)
         cuts = 0
         for _ in range(4):
             start = _done(pg)
@@ -140,8 +146,7 @@ def test_workers_wait_out_a_server_that_refuses_connections_for_a_few_seconds(
     expected = _backlog(800)
     workers = [_worker(pg, proxy, kind) for kind in ("thread", "process")]
     try:
-        for worker in workers:
-            worker.wait_ready()
+        wait_until(lambda: len({line[3] for line in log_lines(pg.log)}) >= 3, timeout=30)
         wait_until(lambda: _done(pg) >= 300, timeout=40)
         # A server restart: every connection dropped, new ones refused for 4 s.
         proxy.refuse(4)
