@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -171,7 +172,8 @@ class Connection:
         return self._lock
 
     def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is not None and self._conn.closed:
+        if self._conn is not None and (self._conn.closed or _dropped(self._conn)):
+            _close(self._conn)
             self._conn = None
         if self._conn is None:
             conn = connect(self.server)
@@ -237,6 +239,22 @@ class Connection:
             if self._conn is not None:
                 _close(self._conn)
             self._conn = None
+
+
+def _dropped(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the server (or the network) ended this idle connection since its last use: its
+    socket is readable while no statement runs. Checked before each use, so that a connection
+    cut while idle is replaced quietly, instead of failing a statement and being logged as an
+    outage of its own after the queue already works again."""
+    pgconn = conn.pgconn
+    try:
+        readable, _, _ = select.select([pgconn.socket], [], [], 0)
+        if not readable:
+            return False
+        pgconn.consume_input()  # a notice or a notification keeps the connection usable
+    except (psycopg.Error, OSError, ValueError):
+        return True
+    return pgconn.status != psycopg.pq.ConnStatus.OK
 
 
 def _close(conn: psycopg.Connection[Any]) -> None:
