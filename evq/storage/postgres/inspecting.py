@@ -15,31 +15,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from evq.ids import event_id_floor
-from evq.storage import rules
+from evq.storage import rows, rules
 from evq.storage.contract import (
     AttemptRecord,
     DeadLetter,
-    DeliveryRecord,
     DeliveryState,
     EventRecord,
     EventSelection,
     QueueStatus,
     StoredCounts,
-    WorkerRecord,
 )
 from evq.storage.postgres.delivering import next_due, row_ids
 
 # See the SQLite backend: an id's time and `published_at` are two reads of the clock.
 _ID_TIME_MARGIN = 1.0
-_EVENT_COLUMNS = "e.seq, e.id, e.name, e.payload, e.published_at, e.due_at, e.dispatched_at, e.key"
-_DELIVERY_COLUMNS = (
-    "id, receiver, state, attempt, failures, replay, created_at, due_at, started_at,"
-    " finished_at, lease_owner, last_error, traceback"
-)
 _DEAD_SELECT = (
-    "SELECT d.id, d.receiver, d.attempt, d.failures, d.finished_at, d.last_error, d.traceback,"
-    " d.created_at, e.id, e.name, e.payload, e.published_at"
-    " FROM evq_delivery d JOIN evq_event e ON e.seq = d.event_seq"
+    f"SELECT {rows.DEAD_LETTER_COLUMNS} FROM evq_delivery d JOIN evq_event e ON e.seq = d.event_seq"
 )
 # The stored fields that `rules.STATE_CONDITIONS` splits states by; one parameter: now.
 _SPLIT = "failures > 0, coalesce(due_at > %s, false)"
@@ -75,8 +66,7 @@ def status(conn: Any, now: float) -> QueueStatus:
         (int(now) - rules.RATE_WINDOW_SECONDS, int(now)),
     ).fetchone()
     workers = conn.execute(
-        "SELECT id, hostname, pid, started_at, seen_at, info FROM evq_worker"
-        " WHERE seen_at >= %s ORDER BY started_at, id",
+        f"SELECT {rows.WORKER_COLUMNS} FROM evq_worker WHERE seen_at >= %s ORDER BY started_at, id",
         (now - rules.WORKER_SEEN_WITHIN_SECONDS,),
     ).fetchall()
     oldest_due, _ = next_due(conn)
@@ -93,7 +83,7 @@ def status(conn: Any, now: float) -> QueueStatus:
         oldest_due_at=oldest_due if oldest_due is not None and oldest_due <= now else None,
         delivered_last_minute=int(done),
         failed_last_minute=int(failed),
-        workers=[WorkerRecord(*row) for row in workers],
+        workers=[rows.worker_record(row) for row in workers],
     )
 
 
@@ -113,19 +103,19 @@ def events(
         clause, more = _has_state(state, now)
         where += f" AND {clause}"
         params.extend(more)
-    sql = f"SELECT {_EVENT_COLUMNS} FROM evq_event e WHERE {where} ORDER BY e.id DESC"
+    sql = f"SELECT {rows.EVENT_COLUMNS} FROM evq_event e WHERE {where} ORDER BY e.id DESC"
     if limit is not None:
         sql += " LIMIT %s"
         params.append(limit)
-    rows = conn.execute(sql, params).fetchall()
-    counts = _delivery_counts(conn, [row[0] for row in rows], now)
-    return [_event(row, counts.get(row[0]) or rules.zero_counts(), now) for row in rows]
+    found = conn.execute(sql, params).fetchall()
+    counts = _delivery_counts(conn, [row[0] for row in found], now)
+    return [rows.event_record(row, counts.get(row[0]) or rules.zero_counts(), now) for row in found]
 
 
 def event(conn: Any, event_id: str, now: float) -> EventRecord | None:
     """One event with every delivery and its attempts, or None."""
     row = conn.execute(
-        f"SELECT {_EVENT_COLUMNS} FROM evq_event e WHERE e.id = %s", (event_id,)
+        f"SELECT {rows.EVENT_COLUMNS} FROM evq_event e WHERE e.id = %s", (event_id,)
     ).fetchone()
     if row is None:
         return None
@@ -139,71 +129,16 @@ def event(conn: Any, event_id: str, now: float) -> EventRecord | None:
     ):
         history.setdefault(delivery_id, []).append(AttemptRecord(*attempt))
     deliveries = tuple(
-        _delivery(d, tuple(history.get(d[0], ())), now)
+        rows.delivery_record(d, tuple(history.get(d[0], ())), now)
         for d in conn.execute(
-            f"SELECT {_DELIVERY_COLUMNS} FROM evq_delivery WHERE event_seq = %s ORDER BY id",
+            f"SELECT {rows.DELIVERY_COLUMNS} FROM evq_delivery WHERE event_seq = %s ORDER BY id",
             (seq,),
         )
     )
     counts = rules.zero_counts()
     for delivery in deliveries:
         counts[delivery.state] += 1
-    return _event(row, counts, now, deliveries)
-
-
-def _event(
-    row: Sequence[Any],
-    counts: dict[DeliveryState, int],
-    now: float,
-    deliveries: tuple[DeliveryRecord, ...] = (),
-) -> EventRecord:
-    _, event_id, name, payload, published_at, due_at, dispatched_at, key = row
-    return EventRecord(
-        id=event_id,
-        name=name,
-        payload=payload,
-        published_at=published_at,
-        due_at=due_at,
-        dispatched_at=dispatched_at,
-        key=key,
-        status=rules.event_status(due_at, counts, now),
-        counts=counts,
-        deliveries=deliveries,
-    )
-
-
-def _delivery(row: Sequence[Any], history: tuple[AttemptRecord, ...], now: float) -> DeliveryRecord:
-    (
-        delivery_id,
-        receiver,
-        state,
-        attempt,
-        failures,
-        replay,
-        created_at,
-        due_at,
-        started_at,
-        finished_at,
-        owner,
-        last_error,
-        traceback,
-    ) = row
-    return DeliveryRecord(
-        id=str(delivery_id),
-        receiver=receiver,
-        state=rules.user_state(state, failures, due_at, now),
-        attempts=attempt,
-        failures=failures,
-        replay=replay,
-        created_at=created_at,
-        due_at=due_at,
-        started_at=started_at,
-        finished_at=finished_at,
-        worker=owner,
-        last_error=last_error,
-        traceback=traceback,
-        history=history,
-    )
+    return rows.event_record(row, counts, now, deliveries)
 
 
 def _delivery_counts(
@@ -306,7 +241,7 @@ def dead_letters(
     if limit is not None:
         sql += " LIMIT %s"
         params.append(limit)
-    return [DeadLetter(str(row[0]), *row[1:]) for row in conn.execute(sql, params).fetchall()]
+    return [rows.dead_letter_record(row) for row in conn.execute(sql, params).fetchall()]
 
 
 def redrive(conn: Any, ids: Sequence[str], now: float) -> int:

@@ -14,19 +14,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from evq.ids import event_id_floor
-from evq.storage import rules
+from evq.storage import rows, rules
 from evq.storage.contract import (
     AttemptRecord,
     DeadLetter,
-    DeliveryRecord,
     DeliveryState,
     EventRecord,
     EventSelection,
     QueueStatus,
     StoredCounts,
-    WorkerRecord,
 )
-from evq.storage.sqlite import rows
 from evq.storage.sqlite.connection import chunks
 from evq.storage.sqlite.delivering import CURSOR, next_due, row_id
 
@@ -34,15 +31,8 @@ from evq.storage.sqlite.delivering import CURSOR, next_due, row_id
 # compared exactly: an id's time and `published_at` are two reads of the clock microseconds
 # apart (and a ULID keeps its last millisecond if the clock steps back a little).
 _ID_TIME_MARGIN = 1.0
-_EVENT_COLUMNS = "e.seq, e.id, e.name, e.payload, e.published_at, e.due_at, e.dispatched_at, e.key"
-_DELIVERY_COLUMNS = (
-    "id, receiver, state, attempt, failures, replay, created_at, due_at, started_at,"
-    " finished_at, lease_owner, last_error, traceback"
-)
-_WORKER_COLUMNS = "id, hostname, pid, started_at, seen_at, info"
 _DEAD_SELECT = (
-    "SELECT d.id, d.receiver, d.attempt, d.failures, d.finished_at, d.last_error, d.traceback,"
-    " d.created_at, e.id, e.name, e.payload, e.published_at"
+    f"SELECT {rows.DEAD_LETTER_COLUMNS}"
     # A LEFT JOIN: a dead letter whose event row is gone (damage) is still listed.
     " FROM evq_delivery d LEFT JOIN evq_event e ON e.seq = d.event_seq"
 )
@@ -88,7 +78,7 @@ def status(conn: sqlite3.Connection, now: float) -> QueueStatus:
         (int(now) - rules.RATE_WINDOW_SECONDS, int(now)),
     ).fetchone()
     workers = conn.execute(
-        f"SELECT {_WORKER_COLUMNS} FROM evq_worker WHERE seen_at >= ? ORDER BY started_at, id",
+        f"SELECT {rows.WORKER_COLUMNS} FROM evq_worker WHERE seen_at >= ? ORDER BY started_at, id",
         (now - rules.WORKER_SEEN_WITHIN_SECONDS,),
     ).fetchall()
     oldest_due = next_due(conn)
@@ -105,19 +95,7 @@ def status(conn: sqlite3.Connection, now: float) -> QueueStatus:
         oldest_due_at=oldest_due if oldest_due is not None and oldest_due <= now else None,
         delivered_last_minute=int(done),
         failed_last_minute=int(failed),
-        workers=[_worker(row) for row in workers],
-    )
-
-
-def _worker(row: Sequence[Any]) -> WorkerRecord:
-    worker_id, hostname, pid, started_at, seen_at, info = row
-    return WorkerRecord(
-        id=rows.text(worker_id),
-        hostname=rows.text(hostname),
-        pid=rows.count(pid),
-        started_at=rows.timestamp(started_at) or 0.0,
-        seen_at=rows.timestamp(seen_at) or 0.0,
-        info=rows.text(info),
+        workers=[rows.worker_record(row) for row in workers],
     )
 
 
@@ -139,19 +117,19 @@ def events(
         params.extend(more)
     # Ids sort by publish time: newest first through the id index, which also bounds
     # --since/--until (see `event_filter`).
-    sql = f"SELECT {_EVENT_COLUMNS} FROM evq_event e WHERE {where} ORDER BY e.id DESC"
+    sql = f"SELECT {rows.EVENT_COLUMNS} FROM evq_event e WHERE {where} ORDER BY e.id DESC"
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)
-    rows = conn.execute(sql, params).fetchall()
-    counts = _delivery_counts(conn, [row[0] for row in rows], now)
-    return [_event(row, counts.get(row[0]) or rules.zero_counts(), now) for row in rows]
+    found = conn.execute(sql, params).fetchall()
+    counts = _delivery_counts(conn, [row[0] for row in found], now)
+    return [rows.event_record(row, counts.get(row[0]) or rules.zero_counts(), now) for row in found]
 
 
 def event(conn: sqlite3.Connection, event_id: str, now: float) -> EventRecord | None:
     """One event with every delivery and its attempts, or None."""
     row = conn.execute(
-        f"SELECT {_EVENT_COLUMNS} FROM evq_event e WHERE e.id = ?", (event_id,)
+        f"SELECT {rows.EVENT_COLUMNS} FROM evq_event e WHERE e.id = ?", (event_id,)
     ).fetchone()
     if row is None:
         return None
@@ -174,73 +152,16 @@ def event(conn: sqlite3.Connection, event_id: str, now: float) -> EventRecord | 
             )
         )
     deliveries = tuple(
-        _delivery(d, tuple(history.get(d[0], ())), now)
+        rows.delivery_record(d, tuple(history.get(d[0], ())), now)
         for d in conn.execute(
-            f"SELECT {_DELIVERY_COLUMNS} FROM evq_delivery WHERE event_seq = ? ORDER BY id",
+            f"SELECT {rows.DELIVERY_COLUMNS} FROM evq_delivery WHERE event_seq = ? ORDER BY id",
             (seq,),
         )
     )
     counts = rules.zero_counts()
     for delivery in deliveries:
         counts[delivery.state] += 1
-    return _event(row, counts, now, deliveries)
-
-
-def _event(
-    row: Sequence[Any],
-    counts: dict[DeliveryState, int],
-    now: float,
-    deliveries: tuple[DeliveryRecord, ...] = (),
-) -> EventRecord:
-    _, event_id, name, payload, published_at, due_at, dispatched_at, key = row
-    due_at = rows.timestamp(due_at)
-    return EventRecord(
-        id=rows.text(event_id),
-        name=rows.text(name),
-        payload=rows.text(payload),
-        published_at=rows.timestamp(published_at) or 0.0,
-        due_at=due_at,
-        dispatched_at=rows.timestamp(dispatched_at),
-        key=rows.optional_text(key),
-        status=rules.event_status(due_at, counts, now),
-        counts=counts,
-        deliveries=deliveries,
-    )
-
-
-def _delivery(row: Sequence[Any], history: tuple[AttemptRecord, ...], now: float) -> DeliveryRecord:
-    (
-        delivery_id,
-        receiver,
-        state,
-        attempt,
-        failures,
-        replay,
-        created_at,
-        due_at,
-        started_at,
-        finished_at,
-        owner,
-        last_error,
-        traceback,
-    ) = row
-    due_at = rows.timestamp(due_at)
-    return DeliveryRecord(
-        id=str(delivery_id),
-        receiver=rows.text(receiver),
-        state=rows.user_state(state, failures, due_at, now),
-        attempts=rows.count(attempt),
-        failures=rows.count(failures),
-        replay=bool(replay),
-        created_at=rows.timestamp(created_at) or 0.0,
-        due_at=due_at,
-        started_at=rows.timestamp(started_at),
-        finished_at=rows.timestamp(finished_at),
-        worker=rows.optional_text(owner),
-        last_error=rows.optional_text(last_error),
-        traceback=rows.optional_text(traceback),
-        history=history,
-    )
+    return rows.event_record(row, counts, now, deliveries)
 
 
 def _delivery_counts(
@@ -330,9 +251,9 @@ def dead_letters(
     clauses = ["d.state = 'dead'"]
     params: list[Any] = []
     if ids:
-        rows = row_ids(ids)
-        clauses.append(f"d.id IN ({','.join('?' * len(rows))})")
-        params.extend(rows)
+        wanted = row_ids(ids)
+        clauses.append(f"d.id IN ({','.join('?' * len(wanted))})")
+        params.extend(wanted)
     if receiver is not None:
         clauses.append("d.receiver = ?")
         params.append(receiver)
@@ -343,38 +264,7 @@ def dead_letters(
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)
-    return [_dead_letter(row) for row in conn.execute(sql, params)]
-
-
-def _dead_letter(row: Sequence[Any]) -> DeadLetter:
-    (
-        delivery_id,
-        receiver,
-        attempts,
-        failures,
-        dead_at,
-        error,
-        traceback,
-        created_at,
-        event_id,
-        name,
-        payload,
-        published_at,
-    ) = row
-    return DeadLetter(
-        id=str(delivery_id),
-        receiver=rows.text(receiver),
-        attempts=rows.count(attempts),
-        failures=rows.count(failures),
-        dead_at=rows.timestamp(dead_at) or 0.0,
-        error=rows.optional_text(error),
-        traceback=rows.optional_text(traceback),
-        created_at=rows.timestamp(created_at) or 0.0,
-        event_id=rows.text(event_id or ""),
-        name=rows.text(name or ""),
-        payload=rows.text(payload or ""),
-        published_at=rows.timestamp(published_at) or 0.0,
-    )
+    return [rows.dead_letter_record(row) for row in conn.execute(sql, params)]
 
 
 def row_ids(ids: Sequence[str]) -> list[int]:
