@@ -12,12 +12,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from backends import BACKENDS, fresh_queue_url, ready
 
 import evq.config
 import evq.publisher
 import evq.subscriptions
+from evq.storage import open_queue
+from evq.storage.contract import EventRecord
 
 ROOT = Path(__file__).resolve().parent.parent
+
+#: The backends whose queue an `evq` process started by a test reaches through its URL: the
+#: command-line tests that are not about one backend run on each of them (`queue_url`).
+CLI_BACKENDS = sorted(name for name, b in BACKENDS.items() if b.shared_between_processes)
 
 
 @pytest.fixture
@@ -34,6 +41,54 @@ def queue_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     for handle in evq.publisher._queues.values():
         handle.close()
     evq.publisher._queues.clear()
+
+
+def _forget_queues() -> None:
+    evq.config.reset()
+    for handle in evq.publisher._queues.values():
+        handle.close()
+    evq.publisher._queues.clear()
+
+
+@pytest.fixture(params=CLI_BACKENDS)
+def queue_url(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """A fresh queue of each backend in turn (SQLite always; PostgreSQL and Redis when their
+    `EVQ_TEST_*_URL` is set), made the default of this process and of every `evq` subprocess
+    the test starts (through EVQ_URL). `pytest -k redis` runs one backend's."""
+    with fresh_queue_url(request.param, tmp_path) as url:
+        ready(url)
+        monkeypatch.setenv("EVQ_URL", url)
+        monkeypatch.setenv("EVQ_TEST_LOG", str(tmp_path / "calls.log"))
+        _forget_queues()
+        try:
+            yield url
+        finally:
+            _forget_queues()
+
+
+def stored_events(url: str) -> list[EventRecord]:
+    """Every event of the queue at `url`, oldest first, each with its deliveries and their
+    history, read through the storage contract (the same on every backend)."""
+    queue = open_queue(url)
+    try:
+        found = []
+        for summary in reversed(queue.events(limit=None)):
+            record = queue.event(summary.id)
+            assert record is not None
+            found.append(record)
+        return found
+    finally:
+        queue.close()
+
+
+def delivery_states(url: str) -> dict[str, int]:
+    """Count the deliveries of the queue at `url` per state a person sees (`evq show`)."""
+    counter: collections.Counter[str] = collections.Counter()
+    for record in stored_events(url):
+        counter.update(delivery.state for delivery in record.deliveries)
+    return dict(counter)
 
 
 @pytest.fixture(autouse=True)
