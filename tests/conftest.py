@@ -68,6 +68,14 @@ def queue_url(
             _forget_queues()
 
 
+def without_warnings(stderr: str) -> str:
+    """`stderr` without the `Warning:` lines `evq status` prints about a server's settings
+    (such as a Redis that keeps nothing on disk, as the test servers do)."""
+    return "".join(
+        line for line in stderr.splitlines(keepends=True) if not line.startswith("Warning: ")
+    )
+
+
 def stored_events(url: str) -> list[EventRecord]:
     """Every event of the queue at `url`, oldest first, each with its deliveries and their
     history, read through the storage contract (the same on every backend)."""

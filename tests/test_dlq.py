@@ -85,7 +85,9 @@ def test_redrive_by_id_runs_the_delivery_again_with_a_fresh_attempt_count(
     assert log[:3] == [dead_letters[0], "explode", "1"]  # attempt counts from 1 again
 
 
-def test_redrive_by_receiver_and_by_name(tmp_path: Path, queue_url: str, dead_letters: list[str]) -> None:
+def test_redrive_by_receiver_and_by_name(
+    tmp_path: Path, queue_url: str, dead_letters: list[str]
+) -> None:
     assert (
         run_evq(
             "dlq", "redrive", "--receiver", "tests.apps.flaky:report", "--dry-run"
@@ -117,7 +119,9 @@ def test_redrive_needs_a_choice_and_unknown_ids_change_nothing(
     assert delivery_states(queue_url) == {"dead": 4}
 
 
-def test_purge_deletes_dead_letters_for_good(tmp_path: Path, queue_url: str, dead_letters: list[str]) -> None:
+def test_purge_deletes_dead_letters_for_good(
+    tmp_path: Path, queue_url: str, dead_letters: list[str]
+) -> None:
     assert run_evq("dlq", "purge", "--older-than", "30d").stdout.strip() == (
         "purged 0 dead letters"
     )
