@@ -125,3 +125,33 @@ def ready(url: str) -> None:
         handle.check()
     finally:
         handle.close()
+
+
+def make_retries_due(url: str) -> None:
+    """Make every waiting delivery of the queue at `url` due at once, as if its retry time had
+    come (tests do not wait out a backoff). Written per backend: it reaches into the storage."""
+    if url.startswith(("postgresql:", "postgres:")):
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute("UPDATE evq_delivery SET due_at = 0 WHERE state = 'pending'")
+    elif url.startswith(("redis:", "rediss:", "unix:")):
+        import redis
+
+        from evq.storage.redis.connection import parse_url
+
+        base = parse_url(url).base
+        client = redis.Redis.from_url(url.split("?", 1)[0], socket_connect_timeout=5)
+        for name in ("due:pending", "due:retrying"):
+            for member in client.zrange(base + name, 0, -1):
+                delivery = member.decode()
+                client.zadd(base + name, {delivery: 0})
+                client.hset(f"{base}d:{delivery}", "due_at", "0.000000")
+        client.close()
+    else:
+        import sqlite3
+
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=30)
+        with conn:
+            conn.execute("UPDATE evq_delivery SET due_at = 0 WHERE state = 'pending'")
+        conn.close()
