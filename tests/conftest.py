@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backends import BACKENDS, fresh_queue_url, ready
+from backends import BACKENDS, fresh_queue_url
 
 import evq.config
 import evq.publisher
@@ -56,9 +56,9 @@ def queue_url(
 ) -> Iterator[str]:
     """A fresh queue of each backend in turn (SQLite always; PostgreSQL and Redis when their
     `EVQ_TEST_*_URL` is set), made the default of this process and of every `evq` subprocess
-    the test starts (through EVQ_URL). `pytest -k redis` runs one backend's."""
+    the test starts (through EVQ_URL). As on SQLite, the first publish makes the queue: until
+    then read commands say there is no queue. `pytest -k redis` runs one backend's."""
     with fresh_queue_url(request.param, tmp_path) as url:
-        ready(url)
         monkeypatch.setenv("EVQ_URL", url)
         monkeypatch.setenv("EVQ_TEST_LOG", str(tmp_path / "calls.log"))
         _forget_queues()
@@ -76,19 +76,30 @@ def without_warnings(stderr: str) -> str:
     )
 
 
-def stored_events(url: str) -> list[EventRecord]:
-    """Every event of the queue at `url`, oldest first, each with its deliveries and their
-    history, read through the storage contract (the same on every backend)."""
+def stored_events(url: str, *, deliveries: bool = True) -> list[EventRecord]:
+    """Every event of the queue at `url`, oldest first, read through the storage contract (the
+    same on every backend): with each one's deliveries and their history, or with `deliveries`
+    False only the events (faster). A queue file that does not exist holds none (and is not
+    made by looking)."""
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return []
     queue = open_queue(url)
     try:
-        found = []
-        for summary in reversed(queue.events(limit=None)):
-            record = queue.event(summary.id)
-            assert record is not None
-            found.append(record)
-        return found
+        found = list(reversed(queue.events(limit=None)))
+        if not deliveries:
+            return found
+        records = [queue.event(summary.id) for summary in found]
+        assert None not in records
+        return records  # type: ignore[return-value]
     finally:
         queue.close()
+
+
+def assert_nothing_stored(url: str) -> None:
+    """Fail if the queue at `url` holds an event; on SQLite, if its file was even made."""
+    if url.startswith("sqlite:///"):
+        assert not Path(url.removeprefix("sqlite:///")).exists(), url
+    assert stored_events(url, deliveries=False) == []
 
 
 def delivery_states(url: str) -> dict[str, int]:
