@@ -13,7 +13,7 @@ from conftest import ROOT, evq_env, run_evq
 pytest_plugins = ["pytester"]
 
 # A user's application: a receiver, and code that publishes.
-SHOP = '''
+SHOP = """
 import evq
 
 outbox = []
@@ -33,7 +33,7 @@ def add_to_newsletter(event: evq.Event, /) -> None:
 
 def sign_up(email: str) -> None:
     evq.publish("user.created", payload={"email": email})
-'''
+"""
 
 
 @pytest.fixture
