@@ -16,6 +16,7 @@ Times are the process's clock (`time.time()`), unless a method is given `now`.
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 import time
@@ -160,7 +161,7 @@ class MemoryQueue:
 
     def _dispatch(self, routing: Routing, now: float, limit: int) -> None:
         store = self._store
-        for event in list(store.undispatched.values())[:limit]:
+        for event in list(itertools.islice(store.undispatched.values(), limit)):
             due_at = event.due_at if event.due_at is not None else now
             for receiver in routing.receivers_for(event.new.name):
                 store.add_delivery(event, receiver, due_at=due_at, created_at=now, replay=False)
@@ -171,10 +172,7 @@ class MemoryQueue:
         self, routing: Routing, owner: str, limit: int, now: float
     ) -> tuple[list[Lease], int]:
         store = self._store
-        due = sorted(
-            (d for d in store.unfinished.values() if d.due_at is not None and d.due_at <= now),
-            key=lambda d: (d.due_at, d.number),
-        )[:limit]
+        due = store.due(now, limit)
         candidates = [
             rules.Candidate(
                 d.id,
@@ -268,7 +266,7 @@ class MemoryQueue:
             for lease, until in leases:
                 d = self._store.deliveries.get(lease.delivery_id)
                 if d is not None and d.attempt == lease.attempt and d.state == "running":
-                    d.due_at = until
+                    self._store.set_due(d, until)
                     held += 1
         return held
 
@@ -279,8 +277,10 @@ class MemoryQueue:
 
     def _next_due(self) -> float | None:
         store = self._store
-        times = [d.due_at for d in store.unfinished.values() if d.due_at is not None]
-        times += [e.new.published_at for e in store.undispatched.values()]
+        times = [e.new.published_at for e in store.undispatched.values()]
+        due = store.next_due()
+        if due is not None:
+            times.append(due)
         return min(times, default=None)
 
     def running_count(self, owner_prefix: str) -> int:

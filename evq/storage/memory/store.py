@@ -9,6 +9,7 @@ the records that show it) is carried through without a change here (see `event_f
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -61,6 +62,9 @@ class StoredDelivery:
         return str(self.number)
 
 
+_DueEntry = tuple[float, int, int, StoredDelivery]
+
+
 class Store:
     """One in-memory queue. Every read and write holds `lock`: each contract method is one
     atomic step, as a transaction is on the other backends."""
@@ -81,6 +85,11 @@ class Store:
         self.undispatched: dict[int, StoredEvent] = {}  # by seq: publish order
         self.deliveries: dict[str, StoredDelivery] = {}
         self.unfinished: dict[str, StoredDelivery] = {}  # pending and running
+        # (due_at, number, push, delivery) of unfinished deliveries, earliest first (`push`
+        # tells apart two entries of one delivery). An entry whose delivery has since moved on
+        # (another due time, finished) is stale: `due()` and `next_due()` drop it.
+        self.due_heap: list[_DueEntry] = []
+        self._pushes = 0
         self.dead: dict[str, StoredDelivery] = {}
         self.stats: dict[int, list[int]] = {}  # second -> [done, failed]
         self.workers: dict[str, WorkerRecord] = {}
@@ -114,22 +123,62 @@ class Store:
         )
         self.deliveries[delivery.id] = delivery
         self.unfinished[delivery.id] = delivery
+        self._push(due_at, delivery)
         event.deliveries.append(delivery)
         return delivery
 
     def move(self, delivery: StoredDelivery, state: StoredState, due_at: float | None) -> None:
         """Put `delivery` in `state`, keeping the indexes of unfinished and dead ones."""
         delivery.state = state
-        delivery.due_at = due_at
         key = delivery.id
         if state in ("pending", "running"):
             self.unfinished[key] = delivery
+            assert due_at is not None
+            self.set_due(delivery, due_at)
         else:
+            delivery.due_at = None
             self.unfinished.pop(key, None)
         if state == "dead":
             self.dead[key] = delivery
         else:
             self.dead.pop(key, None)
+
+    def set_due(self, delivery: StoredDelivery, due_at: float) -> None:
+        """Make an unfinished delivery due (or its lease expire) at `due_at`."""
+        if delivery.due_at != due_at or delivery.due_at is None:
+            delivery.due_at = due_at
+            self._push(due_at, delivery)
+
+    def _push(self, due_at: float, delivery: StoredDelivery) -> None:
+        self._pushes += 1
+        heapq.heappush(self.due_heap, (due_at, delivery.number, self._pushes, delivery))
+
+    def due(self, now: float, limit: int) -> list[StoredDelivery]:
+        """The first `limit` unfinished deliveries due at `now`, earliest first (by due
+        time, then by when they were made), without taking them off the heap."""
+        found: list[StoredDelivery] = []
+        heap = self.due_heap
+        kept: list[_DueEntry] = []
+        while heap and len(found) < limit and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            delivery = entry[3]
+            if self._current(entry) and delivery not in found:
+                found.append(delivery)
+                kept.append(entry)
+        for entry in kept:
+            heapq.heappush(heap, entry)
+        return found
+
+    def next_due(self) -> float | None:
+        """When the earliest unfinished delivery is due, dropping stale entries on the way."""
+        heap = self.due_heap
+        while heap and not self._current(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def _current(self, entry: _DueEntry) -> bool:
+        due_at, _, _, delivery = entry
+        return delivery.due_at == due_at and self.unfinished.get(delivery.id) is delivery
 
     def remove_delivery(self, delivery: StoredDelivery) -> None:
         for index in (self.deliveries, self.unfinished, self.dead):
