@@ -251,3 +251,21 @@ def test_a_worker_in_this_process_shares_a_memory_queue_with_publishing_threads(
     from evq.storage.memory import drop
 
     drop("memory://shared-by-threads")
+
+
+def test_bad_patterns_urls_and_clock_moves_are_refused() -> None:
+    with use_queue() as queue:
+        assert queue.published(name_pattern="order.*") == []
+        with pytest.raises(evq.InvalidInput, match="pattern"):
+            queue.published("order..paid")
+        with pytest.raises(evq.InvalidInput, match="a clock only moves forward"):
+            queue.clock.advance(-1)
+    with pytest.raises(evq.InvalidInput, match="invalid in-memory queue URL 'memory://a b'"):
+        open_queue("memory://a b")
+
+
+def test_a_memory_queue_is_not_found_where_it_must_already_exist() -> None:
+    from evq.errors import QueueNotFound
+
+    with pytest.raises(QueueNotFound, match="no in-memory queue 'memory://nowhere'"):
+        open_queue("memory://nowhere", create=False)

@@ -161,7 +161,7 @@ class TestQueue:
 
     # What was published
 
-    def published(self, name_pattern: str | None = None, /) -> list[Event]:
+    def published(self, name_pattern: str | None = None) -> list[Event]:
         """The events published to this queue, in the order they were published; with
         `name_pattern` (`order.paid`, `order.*`), only those whose name matches it."""
         if name_pattern is not None:
