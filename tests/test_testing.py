@@ -269,3 +269,14 @@ def test_a_memory_queue_is_not_found_where_it_must_already_exist() -> None:
 
     with pytest.raises(QueueNotFound, match="no in-memory queue 'memory://nowhere'"):
         open_queue("memory://nowhere", create=False)
+
+
+def test_deliver_with_no_subscription_refuses_rather_than_deliver_to_nobody() -> None:
+    from evq.errors import NoSubscriptions
+
+    with use_queue() as queue:
+        evq.publish("order.created", payload={"order": 1})
+        with pytest.raises(NoSubscriptions, match="no subscriptions to deliver to"):
+            queue.deliver()
+        evq.subscribe("order.*", receiver=bill)  # registered late: the event still waits
+        assert [a.receiver for a in queue.deliver()] == ["test_testing:bill"]

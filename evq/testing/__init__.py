@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 from evq import config, delivery, publisher
 from evq import subscriptions as registry
-from evq.errors import InvalidInput
+from evq.errors import InvalidInput, NoSubscriptions
 from evq.event import Event, timestamp_to_datetime
 from evq.storage import Queue, open_queue
 from evq.storage.contract import (
@@ -219,11 +219,20 @@ class TestQueue:
         forward to each next due time instead, until nothing is left to run.
 
         With `check` (the default), a failed attempt raises `DeliveryFailed`, with the
-        receiver's traceback, once everything due has run and been recorded.
+        receiver's traceback, once everything due has run and been recorded. With no
+        subscription to deliver to, it raises `NoSubscriptions`, as `evq worker` does.
         """
         from evq.worker import Receivers
 
-        receivers = Receivers(self.subscriptions, config.DEFAULT_LEASE_SECONDS)
+        served = self.subscriptions
+        if not served:
+            # As `evq worker` refuses to: fanning events out to nobody would mark them
+            # delivered, and a subscription registered later would never get them.
+            raise NoSubscriptions(
+                "no subscriptions to deliver to: import the module that subscribes the"
+                " receivers (or install its package), or choose them with subscriptions=[...]"
+            )
+        receivers = Receivers(served, config.DEFAULT_LEASE_SECONDS)
         attempts: list[Attempt] = []
         dead_lettered = 0
         outcomes: list[Outcome] = []
