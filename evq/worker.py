@@ -419,11 +419,7 @@ class EvqHuey(Huey):  # type: ignore[misc]
         subscription = self.storage.receivers.subscription(lease.receiver)
         self._tasks_in_flight.add(task)
         try:
-            outcome = delivery.attempt(lease, subscription)
-        except Exception as exc:
-            # The receiver could not even be called (a damaged row, or a bug in evq): without
-            # an outcome, the heartbeat would keep this lease alive for ever.
-            outcome = delivery.undeliverable(lease, exc)
+            outcome = delivery.run(lease, subscription)
         finally:
             self._tasks_in_flight.discard(task)
         self.storage.finished(outcome)

@@ -81,9 +81,23 @@ def _postgres_schema(tmp_path: Path, server: str | None) -> str:
     return fresh_schema(server)
 
 
+def _memory_queue(tmp_path: Path, server: str | None) -> str:
+    return f"memory://contract-{uuid.uuid4().hex}"
+
+
+def _drop_memory_queue(server: str, url: str) -> None:
+    from evq.storage.memory import drop
+
+    drop(url)
+
+
 # Backend name -> how to make a fresh queue of it. The names become the test ids' suffixes.
 BACKENDS: dict[str, Backend] = {
     "sqlite": Backend(fresh_url=_sqlite_file),
+    # One process's own: the commands, in processes of their own, refuse it.
+    "memory": Backend(
+        fresh_url=_memory_queue, cleanup=_drop_memory_queue, shared_between_processes=False
+    ),
     "postgresql": Backend(
         fresh_url=_postgres_schema,
         env="EVQ_TEST_POSTGRES_URL",
@@ -114,8 +128,8 @@ def fresh_queue_url(name: str, tmp_path: Path) -> Iterator[str]:
     try:
         yield url
     finally:
-        if backend.cleanup is not None and server is not None:
-            backend.cleanup(server, url)
+        if backend.cleanup is not None and (server is not None or backend.env is None):
+            backend.cleanup(server or "", url)
 
 
 def ready(url: str) -> None:

@@ -8,10 +8,11 @@ otherwise. For example:
 
     BACKENDS["postgresql"] = Backend(fresh_url=new_postgres_schema, env="EVQ_TEST_POSTGRES_URL")
     BACKENDS["redis"] = Backend(fresh_url=new_redis_prefix, env="EVQ_TEST_REDIS_URL")
-    BACKENDS["memory"] = Backend(fresh_url=lambda tmp_path, server: "memory://")
+    BACKENDS["memory"] = Backend(fresh_url=new_memory_queue, cleanup=drop_memory_queue)
 
 where `new_postgres_schema(tmp_path, server)` creates a schema (or database) of its own on the
-server and returns a URL naming it; `cleanup(server, url)`, if given, removes it after the test.
+server and returns a URL naming it; `cleanup(server, url)`, if given, removes it after the test
+(for a backend without a server, `server` is "").
 Every test of `tests/contract/` then runs once per backend: `pytest tests/contract -k
 postgresql` runs one backend's. A backend whose variable is set runs, and fails if its server
 cannot be reached: only an unset variable skips it.
