@@ -195,21 +195,21 @@ class RedisQueue:
         limit: int | None = None,
     ) -> list[DeadLetter]:
         """Dead deliveries with their event, newest first."""
-        from evq.storage.redis import inspecting
+        from evq.storage.redis import dead_letters
 
-        return inspecting.dead_letters(self._connection, ids, receiver, older_than, limit)
+        return dead_letters.dead_letters(self._connection, ids, receiver, older_than, limit)
 
     def redrive(self, ids: Sequence[str]) -> int:
         """Put dead letters back in the queue, due now by the server's clock."""
-        from evq.storage.redis import inspecting
+        from evq.storage.redis import dead_letters
 
-        return inspecting.redrive(self._connection, ids, None)
+        return dead_letters.redrive(self._connection, ids, None)
 
     def purge(self, ids: Sequence[str]) -> int:
         """Delete dead letters and their history."""
-        from evq.storage.redis import inspecting
+        from evq.storage.redis import dead_letters
 
-        return inspecting.purge(self._connection, ids)
+        return dead_letters.purge(self._connection, ids)
 
     # Inspection
 
@@ -256,9 +256,9 @@ class RedisQueue:
         dry_run: bool,
     ) -> tuple[int, str | None]:
         """Create (or count) the replay deliveries of the next batch, in one script."""
-        from evq.storage.redis import inspecting
+        from evq.storage.redis import retention
 
-        return inspecting.replay_step(
+        return retention.replay_step(
             self._connection, selection, receiver, after, batch_size, now, dry_run
         )
 
@@ -266,15 +266,15 @@ class RedisQueue:
         self, older_than: float, *, after: str | None, batch_size: int, dry_run: bool
     ) -> tuple[int, str | None]:
         """Delete (or count) the finished events of the next batch, in one script."""
-        from evq.storage.redis import inspecting
+        from evq.storage.redis import retention
 
-        return inspecting.prune_step(self._connection, older_than, after, batch_size, dry_run)
+        return retention.prune_step(self._connection, older_than, after, batch_size, dry_run)
 
     def forget_old_statistics(self, *, now: float | None = None) -> None:
         """Delete delivery statistics and heartbeats of workers older than a day."""
-        from evq.storage.redis import inspecting
+        from evq.storage.redis import retention
 
-        inspecting.forget_old_statistics(self._connection, now)
+        retention.forget_old_statistics(self._connection, now)
 
 
 def _implements_the_contract(queue: RedisQueue) -> Queue:
