@@ -66,6 +66,7 @@ class RedisQueue:
         self.url = url
         self.address = parse_url(url)
         self._connection = Connection(self.address)
+        self._checked = False
         if not create:
             # Inspection of a queue that is not there is a mistake (a wrong prefix or
             # database), not an empty queue.
@@ -88,6 +89,7 @@ class RedisQueue:
     def check(self) -> None:
         """Reach the server, check its version and the queue's layout (marking a new queue)."""
         self._connection.ensure_queue(create=True)
+        self._checked = True
 
     # Publishing
 
@@ -96,6 +98,11 @@ class RedisQueue:
         the events' times onto the server's clock when the two clocks differ.)"""
         if not events:
             return []
+        if not self._checked:
+            # Once per handle (one process's publishes): a server too old for the worker's
+            # commands is refused before it is given events no worker could deliver.
+            self._connection.ensure_queue(create=True)
+            self._checked = True
         return publishing.insert_events(self._connection, events)
 
     def publish_within(self, connection: Any, events: Sequence[NewEvent]) -> list[str]:
