@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import click
 
@@ -81,6 +81,24 @@ from evq.cli.options import Duration, app_option, apply_settings, url_option
     show_envvar=True,
     help="Log only retries, dead letters and errors, not every delivery.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=1, max=65535),
+    envvar="EVQ_WORKER_METRICS_PORT",
+    show_envvar=True,
+    metavar="PORT",
+    help="Serve Prometheus metrics on this port, on every interface (needs the prometheus"
+    " extra: pip install 'evq[prometheus]').",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["plain", "json"]),
+    default="plain",
+    show_default=True,
+    envvar="EVQ_LOG_FORMAT",
+    show_envvar=True,
+    help="plain: lines for people; json: one JSON object per line, for log collectors.",
+)
 @app_option
 @url_option
 def worker(
@@ -92,6 +110,8 @@ def worker(
     prefetch: int,
     entry_points: bool,
     quiet: bool,
+    metrics_port: int | None,
+    log_format: str,
     apps: tuple[str, ...],
     url: str,
 ) -> None:
@@ -108,7 +128,7 @@ def worker(
     from evq.storage import open_queue
 
     settings = apply_settings(url)
-    _configure_logging(quiet)
+    _configure_logging(quiet, log_format)
     loaded = subscriptions.load(subscriptions.split_apps(apps), entry_points=entry_points)
     # Create the queue now (or find that it cannot be used), with a clear error if not.
     queue = open_queue(settings.url, role="work")
@@ -147,8 +167,13 @@ def worker(
         log.info("loaded %s (%s)", module.module, module.source)
     for subscription in served:
         log.info("  %s -> %s", subscription.pattern, subscription.name)
+    metrics = _serve_metrics(consumer, metrics_port) if metrics_port is not None else None
     started = time.monotonic()
-    consumer.run()
+    try:
+        consumer.run()
+    finally:
+        if metrics is not None:
+            metrics.close()
     log.info(
         "stopped after %s, %d deliveries",
         format_seconds(time.monotonic() - started),
@@ -159,6 +184,28 @@ def worker(
         from evq.errors import StorageError
 
         raise StorageError(f"the worker stopped: {fatal}")
+
+
+def _serve_metrics(consumer: Any, port: int) -> Any:
+    """Serve the run's Prometheus metrics on `port` (before the consumer forks any process)."""
+    from evq.metrics import WorkerMetrics
+    from evq.subscriptions import subscriptions
+
+    options = consumer.huey.storage.options
+    metrics = WorkerMetrics(
+        url=options.url,
+        run_id=consumer.huey.storage.run_id,
+        receivers=sorted({s.name for s in subscriptions()}),
+        labels={
+            "version": _version(),
+            "worker_type": options.worker_type,
+            "workers": str(options.workers),
+        },
+    )
+    metrics.serve(port)
+    consumer.huey.outcome_listeners.append(metrics.record)
+    logging.getLogger("evq.worker").info("serving Prometheus metrics on port %d", port)
+    return metrics
 
 
 def _version() -> str:
@@ -196,11 +243,18 @@ class _Formatter(logging.Formatter):
         return f"{_DIM}{stamp}{_RESET} {color}{message}{reset}"
 
 
-def _configure_logging(quiet: bool) -> None:
+def _configure_logging(quiet: bool, log_format: str = "plain") -> None:
     from evq.cli.output import is_terminal, use_color
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter(terminal=is_terminal(sys.stderr), color=use_color(sys.stderr)))
+    if log_format == "json":
+        from evq.cli.log_format import JSONFormatter
+
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(
+            _Formatter(terminal=is_terminal(sys.stderr), color=use_color(sys.stderr))
+        )
     for name in ("evq", "huey"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
