@@ -22,11 +22,14 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from evq.errors import EvqError, MetricsPortUnavailable, MissingExtra
 from evq.storage.contract import Outcome, QueueStatus
+
+if TYPE_CHECKING:
+    from evq.worker import EvqHuey
 
 try:
     import prometheus_client
@@ -106,9 +109,7 @@ class WorkerMetrics:
     """The metrics of one `evq worker` run: made before the consumer forks, served from the
     process that started it (`serve`), fed by `record` in every thread and process."""
 
-    def __init__(
-        self, *, url: str, run_id: str, receivers: Sequence[str], labels: dict[str, str]
-    ) -> None:
+    def __init__(self, *, url: str) -> None:
         self._parent_pid = os.getpid()
         self._deliveries = prometheus_client.Counter(
             "evq_deliveries",
@@ -124,18 +125,33 @@ class WorkerMetrics:
             buckets=DURATION_BUCKETS,
             registry=None,
         )
-        for receiver in receivers:  # zeros from the start, so that rate() sees the first one
-            self._durations.labels(receiver)
-            for outcome in OUTCOME_LABELS.values():
-                self._deliveries.labels(receiver, outcome)
         self._started_at = time.time()
-        self._labels = labels
-        self._queue = _QueueReader(url, run_id)
+        self._info: dict[str, str] = {}
+        self._queue = _QueueReader(url)
         self._server: Any = None
         self._registry: CollectorRegistry | None = None
         self._read_fd, self._write_fd = os.pipe()
         threading.Thread(target=self._receive, name="evq-metrics-pipe", daemon=True).start()
         _LIVE.add(self)
+
+    def attach(self, huey: EvqHuey) -> None:
+        """Count the outcomes of `huey`'s deliveries, and the leases of its run; call it
+        before the consumer forks process workers."""
+        from evq import __version__
+
+        storage = huey.storage
+        receivers = sorted(storage.receivers.routing.lease_seconds)  # the receivers it runs
+        for receiver in receivers:  # zeros from the start, so that rate() sees the first one
+            self._durations.labels(receiver)
+            for outcome in OUTCOME_LABELS.values():
+                self._deliveries.labels(receiver, outcome)
+        self._info = {
+            "version": __version__,
+            "worker_type": storage.options.worker_type,
+            "workers": str(storage.options.workers),
+        }
+        self._queue.run_id = storage.run_id
+        huey.outcome_listeners.append(self.record)
 
     def record(self, outcome: Outcome) -> None:
         """Count a finished attempt (an outcome listener of the worker)."""
@@ -193,13 +209,14 @@ class WorkerMetrics:
             "When this worker started, in seconds since the Unix epoch.",
             value=self._started_at,
         )
-        info = GaugeMetricFamily(
-            "evq_worker_info",
-            "This worker's evq version and settings (always 1).",
-            labels=sorted(self._labels),
-        )
-        info.add_metric([self._labels[key] for key in sorted(self._labels)], 1)
-        yield info
+        if self._info:
+            info = GaugeMetricFamily(
+                "evq_worker_info",
+                "This worker's evq version and settings (always 1).",
+                labels=sorted(self._info),
+            )
+            info.add_metric([self._info[key] for key in sorted(self._info)], 1)
+            yield info
         yield from self._queue.metrics()
 
     # Private
@@ -232,9 +249,9 @@ class _QueueReader:
     """The queue-level gauges and the run's held leases, read at most every
     `QUEUE_READ_SECONDS` on a connection of their own."""
 
-    def __init__(self, url: str, run_id: str) -> None:
+    def __init__(self, url: str) -> None:
         self._url = url
-        self._run_id = run_id
+        self.run_id: str | None = None  # set once the worker's run exists
         self._lock = threading.Lock()
         self._queue: Any = None
         self._read_at = -QUEUE_READ_SECONDS
@@ -254,17 +271,20 @@ class _QueueReader:
             if self._queue is None:
                 self._queue = open_queue(self._url, role="inspect", create=False)
             snapshot = self._queue.status()
-            held = self._queue.running_count(self._run_id)
+            held = None if self.run_id is None else self._queue.running_count(self.run_id)
         except EvqError:
             # Not this scrape's to report: the worker logs outages; the gauges are left out
             # (Prometheus then shows them absent) until a read works again.
             return []
-        leases = GaugeMetricFamily(
-            "evq_leases_held",
-            "Deliveries this worker has leased (prefetched or running), all its processes.",
-            value=held,
-        )
-        return [leases, *queue_metrics(snapshot)]
+        metrics = queue_metrics(snapshot)
+        if held is not None:
+            leases = GaugeMetricFamily(
+                "evq_leases_held",
+                "Deliveries this worker has leased (prefetched or running), all its processes.",
+                value=held,
+            )
+            metrics.insert(0, leases)
+        return metrics
 
     def close(self) -> None:
         with self._lock:

@@ -105,10 +105,10 @@ def status(
         raise click.UsageError(
             "--format prometheus cannot be used with --watch, --check, --json or --jsonl"
         )
-    queue = open_queue(url, role="inspect", create=False)
     if exposition is not None:
-        _print_prometheus(queue)
+        _print_prometheus(url)
         return
+    queue = open_queue(url, role="inspect", create=False)
     _warn(queue.status().warnings)
     if check:
         _check(queue, max_age, output_format)
@@ -183,10 +183,14 @@ def health(document: dict[str, Any], max_age: float) -> str | None:
 # Private
 
 
-def _print_prometheus(queue: Queue) -> None:
-    from evq.metrics import exposition, queue_metrics
+def _print_prometheus(url: str) -> None:
+    from evq.metrics import exposition, queue_metrics  # without the extra: its error, first
 
-    snapshot = queue.status()
+    queue = open_queue(url, role="inspect", create=False)
+    try:
+        snapshot = queue.status()
+    finally:
+        queue.close()
     _warn(snapshot.warnings)
     sys.stdout.write(exposition(queue_metrics(snapshot)))
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import click
 
 from evq import config
 from evq.cli.options import Duration, app_option, apply_settings, url_option
+
+if TYPE_CHECKING:
+    from evq.metrics import WorkerMetrics
 
 
 @click.command()
@@ -128,6 +131,8 @@ def worker(
     from evq.storage import open_queue
 
     settings = apply_settings(url)
+    # The port first: if it cannot be served, the command stops before it touches the queue.
+    metrics = None if metrics_port is None else _serve_metrics(metrics_port, settings.url)
     _configure_logging(quiet, log_format)
     loaded = subscriptions.load(subscriptions.split_apps(apps), entry_points=entry_points)
     # Create the queue now (or find that it cannot be used), with a clear error if not.
@@ -167,13 +172,11 @@ def worker(
         log.info("loaded %s (%s)", module.module, module.source)
     for subscription in served:
         log.info("  %s -> %s", subscription.pattern, subscription.name)
-    metrics = _serve_metrics(consumer, metrics_port) if metrics_port is not None else None
+    if metrics is not None:
+        metrics.attach(consumer.huey)  # before run() forks any process worker
+        log.info("serving Prometheus metrics on port %d", metrics_port)
     started = time.monotonic()
-    try:
-        consumer.run()
-    finally:
-        if metrics is not None:
-            metrics.close()
+    consumer.run()
     log.info(
         "stopped after %s, %d deliveries",
         format_seconds(time.monotonic() - started),
@@ -183,28 +186,20 @@ def worker(
     if fatal is not None:
         from evq.errors import StorageError
 
+        if log_format == "json":  # a log collector gets this line too, as JSON
+            log.critical("the worker stopped: %s", fatal)
+            sys.exit(1)
+
         raise StorageError(f"the worker stopped: {fatal}")
 
 
-def _serve_metrics(consumer: Any, port: int) -> Any:
-    """Serve the run's Prometheus metrics on `port` (before the consumer forks any process)."""
+def _serve_metrics(port: int, url: str) -> WorkerMetrics:
+    """Serve Prometheus metrics on `port` until the command ends."""
     from evq.metrics import WorkerMetrics
-    from evq.subscriptions import subscriptions
 
-    options = consumer.huey.storage.options
-    metrics = WorkerMetrics(
-        url=options.url,
-        run_id=consumer.huey.storage.run_id,
-        receivers=sorted({s.name for s in subscriptions()}),
-        labels={
-            "version": _version(),
-            "worker_type": options.worker_type,
-            "workers": str(options.workers),
-        },
-    )
+    metrics = WorkerMetrics(url=url)
     metrics.serve(port)
-    consumer.huey.outcome_listeners.append(metrics.record)
-    logging.getLogger("evq.worker").info("serving Prometheus metrics on port %d", port)
+    click.get_current_context().call_on_close(metrics.close)
     return metrics
 
 
