@@ -195,6 +195,10 @@ class WorkerMetrics:
             self._registry = None
         self._queue.close()
         _LIVE.discard(self)
+        if self._write_fd >= 0:
+            # The reader sees the end of the pipe once every process worker has exited too.
+            os.close(self._write_fd)
+            self._write_fd = -1
 
     def describe(self) -> Iterable[Metric]:
         # Nothing: the queue is read at scrape time only, never at registration.
@@ -227,7 +231,7 @@ class WorkerMetrics:
             self._durations.labels(receiver).observe(took)
 
     def _receive(self) -> None:
-        with open(self._read_fd, "rb", closefd=False) as pipe:
+        with open(self._read_fd, "rb") as pipe:
             for line in pipe:
                 try:
                     entry = json.loads(line)
@@ -243,6 +247,7 @@ class WorkerMetrics:
             self._server.socket.close()
             self._server = None
         self._registry = None
+        _LIVE.discard(self)  # a fork of this child has nothing left to close
 
 
 class _QueueReader:

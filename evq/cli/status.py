@@ -62,6 +62,7 @@ _WORKER_COLUMNS = [
     "--format",
     "exposition",
     type=click.Choice(["prometheus"]),
+    envvar="EVQ_STATUS_FORMAT",
     help="Print the queue's gauges once in the Prometheus text format, for a cron job or"
     " node_exporter's textfile collector (needs the prometheus extra).",
 )
