@@ -660,11 +660,10 @@ def create_consumer(options: WorkerOptions) -> DeliveryConsumer:
 def _log_outcome(outcome: Outcome) -> None:
     lease = outcome.lease
     took = ""
-    fields = delivery_fields(outcome)
     if outcome.started_at is not None:
         took = f" in {(outcome.finished_at - outcome.started_at) * 1000:.1f} ms"
     where = f"{lease.name} {lease.event_id} -> {lease.receiver} (attempt {lease.attempt})"
-    extra = {"delivery": fields}
+    extra = {"delivery": delivery_fields(outcome)}  # for --log-format json
     if outcome.kind == "done":
         logger.info("done     %s%s", where, took, extra=extra)
     elif outcome.kind == "retry":

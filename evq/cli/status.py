@@ -102,11 +102,11 @@ def status(
     """
     if watch and check:
         raise click.UsageError("--watch and --check cannot be used together")
-    if exposition is not None and (watch or check or output_format is not None):
-        raise click.UsageError(
-            "--format prometheus cannot be used with --watch, --check, --json or --jsonl"
-        )
     if exposition is not None:
+        if watch or check or output_format is not None:
+            raise click.UsageError(
+                "--format prometheus cannot be used with --watch, --check, --json or --jsonl"
+            )
         _print_prometheus(url)
         return
     queue = open_queue(url, role="inspect", create=False)
