@@ -125,6 +125,8 @@ class WorkerMetrics:
             buckets=DURATION_BUCKETS,
             registry=None,
         )
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._histograms: dict[str, Any] = {}
         self._started_at = time.time()
         self._info: dict[str, str] = {}
         self._queue = _QueueReader(url)
@@ -226,9 +228,16 @@ class WorkerMetrics:
     # Private
 
     def _count(self, receiver: str, outcome: str, took: float | None) -> None:
-        self._deliveries.labels(receiver, outcome).inc()
+        # The labelled children are looked up once: labels() costs more than inc() itself.
+        counter = self._counters.get((receiver, outcome))
+        if counter is None:
+            counter = self._counters[receiver, outcome] = self._deliveries.labels(receiver, outcome)
+        counter.inc()
         if took is not None:
-            self._durations.labels(receiver).observe(took)
+            histogram = self._histograms.get(receiver)
+            if histogram is None:
+                histogram = self._histograms[receiver] = self._durations.labels(receiver)
+            histogram.observe(took)
 
     def _receive(self) -> None:
         with open(self._read_fd, "rb") as pipe:
