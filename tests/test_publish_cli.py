@@ -166,7 +166,8 @@ def test_the_publish_path_imports_nothing_it_does_not_need(queue_path: Path) -> 
         "sys.argv = ['evq', 'publish', 'a.b']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "heavy = ('huey', 'rich', 'dataclasses', 'evq.worker', 'evq.subscriptions',"
-        " 'evq.testing', 'evq.storage.memory', 'pytest')\n"
+        " 'evq.testing', 'evq.storage.memory', 'pytest',"
+        " 'evq.metrics', 'evq.cli.log_format', 'prometheus_client')\n"
         "loaded = sorted(m for m in sys.modules if m in heavy or m.split('.')[0] in heavy)\n"
         "print(loaded, file=sys.stderr)\n"
     )
