@@ -19,6 +19,7 @@ from typing import Any
 
 from evq.errors import InvalidPayload, Retry
 from evq.event import Event, timestamp_to_datetime
+from evq.headers import decode_headers
 from evq.payload import decode_payload
 from evq.storage.contract import Lease, Outcome
 from evq.subscriptions import Subscription
@@ -42,6 +43,7 @@ def attempt(lease: Lease, subscription: Subscription | None) -> Outcome:
         payload=payload,
         published_at=timestamp_to_datetime(lease.published_at),
         attempt=lease.attempt - lease.attempt_base,
+        headers=decode_headers(lease.headers),
     )
     started = time.time()
     try:

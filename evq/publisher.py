@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, Protocol
 
 from evq import config
 from evq.errors import InvalidInput, OutboxUnsupported
+from evq.headers import encode_headers
 from evq.ids import event_id_floor, new_event_id, new_event_ids
 from evq.names import validate_name
 from evq.payload import encode_decoded_payloads, encode_payload, encode_payloads
@@ -33,19 +34,21 @@ def publish(
     payload: dict[str, Any],
     delay: Delay = None,
     key: str | None = None,
+    headers: Mapping[str, str] | None = None,
     connection: Any = None,
 ) -> str:
     """Publish the event `name` with `payload` for every receiver subscribed to it.
 
     Returns the event id once the event is committed to disk. `delay` (seconds or a timedelta)
     holds delivery back. With `key`, an event already published with the same key is not
-    published again: its id is returned. With `connection`, an open connection to the queue's
-    database (for SQLite, a `sqlite3` connection to the queue file), the event is written inside
-    the caller's current transaction and commits or rolls back with it (the transactional
-    outbox); evq then neither commits nor rolls back. A backend that cannot do that raises
-    `OutboxUnsupported`.
+    published again: its id is returned. `headers` is string metadata for the event (trace
+    context, a correlation id), with CloudEvents attribute names (see `evq.headers`). With
+    `connection`, an open connection to the queue's database (for SQLite, a `sqlite3` connection
+    to the queue file), the event is written inside the caller's current transaction and commits
+    or rolls back with it (the transactional outbox); evq then neither commits nor rolls back. A
+    backend that cannot do that raises `OutboxUnsupported`.
     """
-    event = prepare(name, payload=payload, delay=delay, key=key)
+    event = prepare(name, payload=payload, delay=delay, key=key, headers=headers)
     store = queue()
     if connection is None:
         return store.publish([event])[0]
@@ -64,8 +67,8 @@ def publish_many(
     *,
     batch_size: int = 1000,
 ) -> list[str]:
-    """Publish many events, each a mapping with `name`, `payload` and optionally `key` and
-    `delay`; return their ids in order.
+    """Publish many events, each a mapping with `name`, `payload` and optionally `key`,
+    `delay` and `headers`; return their ids in order.
 
     Every event is validated before anything is stored (`batch_size` at a time): one bad
     event raises `InvalidInput` (naming its position) and stores nothing. All are then stored
@@ -92,6 +95,7 @@ def prepare(
     payload: dict[str, Any],
     delay: Delay = None,
     key: str | None = None,
+    headers: Mapping[str, str] | None = None,
     now: float | None = None,
 ) -> NewEvent:
     """Validate an event and return it ready to store; raise `InvalidInput` if it is bad."""
@@ -99,6 +103,7 @@ def prepare(
     text = encode_payload(payload, max_bytes=config.current().max_payload_bytes)
     if key is not None:
         _check_key(key)
+    header_text = None if headers is None else encode_headers(headers)
     published_at = time.time() if now is None else now
     event_id = new_event_id()
     if now is not None:
@@ -112,6 +117,7 @@ def prepare(
         published_at=published_at,
         due_at=published_at + delay_seconds(delay),
         key=key,
+        headers=header_text,
     )
 
 
@@ -225,11 +231,19 @@ def _prepare_batch(
     fields = _plain_fields(items, now, now + due_in)
     if fields is None:
         fields = _checked_fields(items, now, now + due_in, max_bytes)
-    names, payloads, keys, dues = fields
+    names, payloads, keys, dues, headers = fields
     texts = encode(payloads, max_bytes=max_bytes)
     ids = new_event_ids(len(texts))
     # NewEvent's own constructor from an iterable, without a call through its keywords.
-    return list(map(NewEvent._make, zip(ids, names, texts, itertools.repeat(now), dues, keys)))
+    return list(
+        map(
+            NewEvent._make,
+            zip(ids, names, texts, itertools.repeat(now), dues, keys, headers or _NO_HEADERS),
+        )
+    )
+
+
+_NO_HEADERS = itertools.repeat(None)
 
 
 class _Encode(Protocol):
@@ -241,6 +255,8 @@ class _Fields(NamedTuple):
     payloads: list[object]
     keys: list[str | None]
     dues: list[float]
+    # None when no event has headers: the common case costs nothing.
+    headers: list[str | None] | None
 
 
 def _plain_fields(items: list[Any], now: float, default_due: float) -> _Fields | None:
@@ -265,14 +281,17 @@ def _plain_fields(items: list[Any], now: float, default_due: float) -> _Fields |
             ]
         else:
             dues = [default_due] * len(items)
+        if any(map(operator.contains, items, itertools.repeat("headers"))):
+            return None  # rare: checked one event at a time
     except (KeyError, TypeError, InvalidInput):
         return None
-    return _Fields(names, list(map(_PAYLOAD, items)), keys, dues)
+    return _Fields(names, list(map(_PAYLOAD, items)), keys, dues, None)
 
 
 def _checked_fields(items: list[Any], now: float, default_due: float, max_bytes: int) -> _Fields:
     """The fields of `items`, checked one at a time to name the first bad item."""
-    fields = _Fields([], [], [], [])
+    fields = _Fields([], [], [], [], [])
+    assert fields.headers is not None
     for index, item in enumerate(items):
         named = False
         try:
@@ -283,6 +302,7 @@ def _checked_fields(items: list[Any], now: float, default_due: float, max_bytes:
             if key is not None:
                 _check_key(key)
             due = now + delay_seconds(item["delay"]) if "delay" in item else default_due
+            headers = encode_headers(item.get("headers"))
         except InvalidInput as exc:
             # The first problem is the one reported: a bad payload of an earlier event, or of
             # this one when its name is good (an event is checked name, payload, key, delay).
@@ -294,13 +314,14 @@ def _checked_fields(items: list[Any], now: float, default_due: float, max_bytes:
         fields.payloads.append(item.get("payload", {}))
         fields.keys.append(key)
         fields.dues.append(due)
+        fields.headers.append(headers)
     return fields
 
 
 _NAME = operator.itemgetter("name")
 _KEY = operator.methodcaller("get", "key")
 _PAYLOAD = operator.methodcaller("get", "payload", {})
-_ITEM_FIELDS = frozenset({"name", "payload", "key", "delay"})
+_ITEM_FIELDS = frozenset({"name", "payload", "key", "delay", "headers"})
 
 
 def _check_item(item: object) -> None:

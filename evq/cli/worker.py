@@ -10,7 +10,7 @@ from typing import ClassVar
 import click
 
 from evq import config
-from evq.cli.options import Duration, app_option, apply_settings, url_option
+from evq.cli.options import Duration, app_option, apply_settings, receiver_option, url_option
 
 
 @click.command()
@@ -81,6 +81,7 @@ from evq.cli.options import Duration, app_option, apply_settings, url_option
     show_envvar=True,
     help="Log only retries, dead letters and errors, not every delivery.",
 )
+@receiver_option
 @app_option
 @url_option
 def worker(
@@ -92,6 +93,7 @@ def worker(
     prefetch: int,
     entry_points: bool,
     quiet: bool,
+    receivers: tuple[str, ...],
     apps: tuple[str, ...],
     url: str,
 ) -> None:
@@ -102,6 +104,15 @@ def worker(
     running receivers get --shutdown-timeout to finish, then their deliveries go back to the
     queue. A second signal stops at once. With no subscription loaded, it refuses to start
     (exit code 2): it would mark every event delivered to nobody.
+
+    With --receiver, it runs only the matching receivers, so that a slow or heavy receiver
+    can have workers of its own: it still fans events out to every loaded subscription, but
+    leaves the deliveries of the other receivers for other workers (never dead letters). A
+    pattern that matches no loaded receiver exits with code 2.
+
+    \b
+      evq worker --app shop.events --receiver 'shop.reports:*'
+      evq worker --app shop.events --receiver 'shop.email:send_*' --receiver shop.sms:send
     """
     from evq import subscriptions
     from evq.durations import format_seconds
@@ -110,6 +121,7 @@ def worker(
     settings = apply_settings(url)
     _configure_logging(quiet)
     loaded = subscriptions.load(subscriptions.split_apps(apps), entry_points=entry_points)
+    selected = subscriptions.select_receivers(receivers)
     # Create the queue now (or find that it cannot be used), with a clear error if not.
     queue = open_queue(settings.url, role="work")
     queue.check()
@@ -127,6 +139,7 @@ def worker(
         shutdown_timeout=shutdown_timeout,
         prefetch=prefetch,
         retention_seconds=settings.retention_seconds,
+        receivers=receivers,
     )
     consumer = create_consumer(options)
     log = logging.getLogger("evq.worker")
@@ -145,8 +158,17 @@ def worker(
         log.warning("%s", warning)
     for module in loaded:
         log.info("loaded %s (%s)", module.module, module.source)
+    if selected is not None:
+        log.info(
+            "running %d of %d receivers (--receiver %s); the others' deliveries are left for"
+            " other workers",
+            len(selected),
+            len({s.name for s in served}),
+            " ".join(receivers),
+        )
     for subscription in served:
-        log.info("  %s -> %s", subscription.pattern, subscription.name)
+        left = "" if selected is None or subscription.name in selected else "  (not run here)"
+        log.info("  %s -> %s%s", subscription.pattern, subscription.name, left)
     started = time.monotonic()
     consumer.run()
     log.info(

@@ -155,7 +155,7 @@ class PostgresQueue:
                 delivering.record(conn, outcomes, owner, shift, shard)
             dispatched = delivering.dispatch(conn, routing, now, dispatch_limit)
             leases, dead = delivering.lease(conn, routing, owner, limit, now)
-            next_due = None if leases else delivering.next_due(conn)[0]
+            next_due = None if leases else delivering.next_due(conn, routing.selected)[0]
             # Shared counters last, so that their row locks are held for the shortest time.
             delivering.count_dispatched(conn, dispatched, shard)
         return LeaseBatch(leases, next_due, dead)
@@ -180,10 +180,11 @@ class PostgresQueue:
         with self._db.read() as conn:
             return delivering.next_due(conn)
 
-    def next_due(self) -> float | None:
-        """Return when the earliest delivery (or event to fan out) is due, on the server's
-        clock."""
-        return self._next_due()[0]
+    def next_due(self, receivers: frozenset[str] | None = None) -> float | None:
+        """Return when the earliest delivery (to one of `receivers`, if given) or event to
+        fan out is due, on the server's clock."""
+        with self._db.read() as conn:
+            return delivering.next_due(conn, receivers)[0]
 
     def running_count(self, owner_prefix: str) -> int:
         """Return the number of unexpired leases held by owners whose id starts with the prefix."""

@@ -10,13 +10,13 @@ SELECT extract(epoch FROM clock_timestamp())::float8;
 -- is sent when, and only if, the publishing transaction commits. A delay runs from the
 -- server's clock (`due` is NULL then), or from the time a caller gave.
 WITH inserted AS (
-    INSERT INTO evq_event (id, name, payload, published_at, due_at, key)
+    INSERT INTO evq_event (id, name, payload, published_at, due_at, key, headers)
     SELECT e.id, e.name, e.payload, e.published_at,
-        coalesce(e.due_at, extract(epoch FROM clock_timestamp()) + e.delay), e.key
+        coalesce(e.due_at, extract(epoch FROM clock_timestamp()) + e.delay), e.key, e.headers
     FROM unnest(
         %(ids)s::text[], %(names)s::text[], %(payloads)s::text[], %(published)s::float8[],
-        %(due)s::float8[], %(delays)s::float8[], %(keys)s::text[]
-    ) WITH ORDINALITY AS e(id, name, payload, published_at, due_at, delay, key, n)
+        %(due)s::float8[], %(delays)s::float8[], %(keys)s::text[], %(headers)s::text[]
+    ) WITH ORDINALITY AS e(id, name, payload, published_at, due_at, delay, key, headers, n)
     ORDER BY e.n
     ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING
     RETURNING id, key
@@ -31,6 +31,15 @@ SELECT key, id FROM evq_event WHERE key = ANY(%(keys)s::text[]);
 -- server's time at insert if the publisher's clock was ahead.
 SELECT least(
     (SELECT due_at FROM evq_delivery WHERE due_at IS NOT NULL ORDER BY due_at, id LIMIT 1),
+    (SELECT least(published_at, due_at) FROM evq_event WHERE due_at IS NOT NULL
+     ORDER BY least(published_at, due_at), seq LIMIT 1)
+), extract(epoch FROM clock_timestamp())::float8;
+
+-- name: next_due_of
+-- `next_due` of a worker that runs only the receivers named (`evq worker --receiver`).
+SELECT least(
+    (SELECT due_at FROM evq_delivery WHERE due_at IS NOT NULL
+     AND receiver = ANY(%(receivers)s::text[]) ORDER BY due_at, id LIMIT 1),
     (SELECT least(published_at, due_at) FROM evq_event WHERE due_at IS NOT NULL
      ORDER BY least(published_at, due_at), seq LIMIT 1)
 ), extract(epoch FROM clock_timestamp())::float8;
@@ -58,9 +67,18 @@ ON CONFLICT (name, shard) DO UPDATE SET value = evq_counter.value + excluded.val
 -- name: due_deliveries
 -- Workers never wait for each other: rows another worker is leasing are skipped.
 SELECT d.id, d.receiver, d.state, d.attempt, d.attempt_base, d.failures, d.lease_owner,
-    d.started_at, d.replay, e.id, e.name, e.payload, e.published_at
+    d.started_at, d.replay, e.id, e.name, e.payload, e.published_at, e.headers
 FROM evq_delivery d JOIN evq_event e ON e.seq = d.event_seq
 WHERE d.due_at IS NOT NULL AND d.due_at <= %(now)s
+ORDER BY d.due_at, d.id LIMIT %(limit)s
+FOR UPDATE OF d SKIP LOCKED;
+
+-- name: due_deliveries_of
+-- `due_deliveries` of a worker that runs only the receivers named; the others' are left.
+SELECT d.id, d.receiver, d.state, d.attempt, d.attempt_base, d.failures, d.lease_owner,
+    d.started_at, d.replay, e.id, e.name, e.payload, e.published_at, e.headers
+FROM evq_delivery d JOIN evq_event e ON e.seq = d.event_seq
+WHERE d.due_at IS NOT NULL AND d.due_at <= %(now)s AND d.receiver = ANY(%(receivers)s::text[])
 ORDER BY d.due_at, d.id LIMIT %(limit)s
 FOR UPDATE OF d SKIP LOCKED;
 

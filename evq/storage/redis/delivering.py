@@ -67,6 +67,7 @@ def lease(
                 published_at=float(row[8]),
                 lease_seconds=float(row[9]),
                 replay=row[10] == "1",
+                headers=row[11] or None,
             )
         )
     return LeaseBatch(leases, None if leases else _time(result[1]), int(result[0]))
@@ -95,7 +96,8 @@ def _lease_args(
         owner,
         limit,
         rules.MAX_LOST_ATTEMPTS,
-        _UNREGISTERED or "",
+        # '': a worker of selected receivers, which leaves the others' deliveries alone.
+        "" if routing.selected is not None else _UNREGISTERED or "",
         _LOST_TOO_OFTEN or "",
         rules.LOST_WORKER_ERROR,
         len(outcomes),
@@ -135,9 +137,13 @@ def renew(connection: Connection, leases: Sequence[tuple[Lease, float]]) -> int:
     return int(connection.run("renew", args, doing="renew leases"))
 
 
-def next_due(connection: Connection) -> float | None:
-    """When the earliest delivery (or event to fan out) is due, if any."""
-    return _time(connection.run("peek", ["", 0], doing="read the queue")[1])
+def next_due(connection: Connection, receivers: frozenset[str] | None = None) -> float | None:
+    """When the earliest delivery (to one of `receivers`, if given) or event to fan out is
+    due, if any."""
+    args: list[str | int] = ["", 0]
+    if receivers is not None:
+        args += sorted(receivers) or [""]  # none: a name no receiver has
+    return _time(connection.run("peek", args, doing="read the queue")[1])
 
 
 def running_count(connection: Connection, owner_prefix: str) -> int:

@@ -343,6 +343,7 @@ def _event(
         due_at=due_at,
         dispatched_at=_time(data.get("dispatched_at")),
         key=data.get("key"),
+        headers=data.get("headers") or None,
         status=rules.event_status(due_at, counts, now),
         counts=counts,
         deliveries=deliveries,
@@ -469,9 +470,11 @@ def _letters(client: Any, *, base: str, ids: Sequence[str]) -> list[DeadLetter]:
     found = [(i, d) for i, d in zip(ids, pipe.execute(), strict=True) if d.get("state") == "dead"]
     pipe = client.pipeline(transaction=False)
     for _, data in found:
-        pipe.hmget(base + "e:" + data.get("event_id", ""), "name", "payload", "published_at")
+        pipe.hmget(
+            base + "e:" + data.get("event_id", ""), "name", "payload", "published_at", "headers"
+        )
     letters = []
-    for (delivery_id, data), (name, payload, published_at) in zip(
+    for (delivery_id, data), (name, payload, published_at, headers) in zip(
         found, pipe.execute(), strict=True
     ):
         letters.append(
@@ -488,6 +491,7 @@ def _letters(client: Any, *, base: str, ids: Sequence[str]) -> list[DeadLetter]:
                 name=name or "",
                 payload=payload or "",
                 published_at=_time(published_at) or 0.0,
+                headers=headers or None,
             )
         )
     return letters
