@@ -17,7 +17,6 @@ from typing import Any, NamedTuple, Protocol
 
 from evq import config
 from evq.errors import InvalidInput, OutboxUnsupported
-from evq.headers import encode_headers
 from evq.ids import event_id_floor, new_event_id, new_event_ids
 from evq.names import validate_name
 from evq.payload import encode_decoded_payloads, encode_payload, encode_payloads
@@ -103,7 +102,7 @@ def prepare(
     text = encode_payload(payload, max_bytes=config.current().max_payload_bytes)
     if key is not None:
         _check_key(key)
-    header_text = None if headers is None else encode_headers(headers)
+    header_text = None if headers is None else _encode_headers(headers)
     published_at = time.time() if now is None else now
     event_id = new_event_id()
     if now is not None:
@@ -302,7 +301,7 @@ def _checked_fields(items: list[Any], now: float, default_due: float, max_bytes:
             if key is not None:
                 _check_key(key)
             due = now + delay_seconds(item["delay"]) if "delay" in item else default_due
-            headers = encode_headers(item.get("headers"))
+            headers = _encode_headers(item.get("headers")) if "headers" in item else None
         except InvalidInput as exc:
             # The first problem is the one reported: a bad payload of an earlier event, or of
             # this one when its name is good (an event is checked name, payload, key, delay).
@@ -334,6 +333,13 @@ def _check_item(item: object) -> None:
         raise InvalidInput(f"unknown field(s): {', '.join(fields)}")
     if "name" not in item:
         raise InvalidInput('missing "name"')
+
+
+def _encode_headers(headers: object) -> str | None:
+    # Imported only for events that have headers: `evq publish` without them never loads it.
+    from evq.headers import encode_headers
+
+    return encode_headers(headers)
 
 
 def _check_key(key: object) -> None:
