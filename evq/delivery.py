@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from evq import config
 from evq.errors import InvalidPayload, Retry
 from evq.event import Event, timestamp_to_datetime
 from evq.headers import decode_headers
@@ -47,7 +48,13 @@ def attempt(lease: Lease, subscription: Subscription | None) -> Outcome:
     )
     started = time.time()
     try:
-        _call(subscription, event)
+        if config.tracing_enabled():
+            from evq.tracing import consuming  # the otel extra, only when tracing
+
+            with consuming(lease, event.headers):
+                _call(subscription, event)
+        else:
+            _call(subscription, event)
     except KeyboardInterrupt:
         # The worker is stopping now: give the delivery back for another worker to take.
         return Outcome(lease, "release", started, time.time())

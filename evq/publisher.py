@@ -12,7 +12,7 @@ import math
 import operator
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from evq import config
@@ -50,14 +50,14 @@ def publish(
     event = prepare(name, payload=payload, delay=delay, key=key, headers=headers)
     store = queue()
     if connection is None:
-        return store.publish([event])[0]
+        return _store([event], store.publish)[0]
     if not store.capabilities.outbox:
         raise OutboxUnsupported(
             f"the {store.backend} backend cannot write inside your transaction (it has no"
             " transactional outbox): publish after your commit, or keep the queue in your"
             " database"
         )
-    return store.publish_within(connection, [event])[0]
+    return _store([event], lambda events: store.publish_within(connection, events))[0]
 
 
 def publish_many(
@@ -84,7 +84,22 @@ def publish_many(
         if exc.position is None:
             raise
         raise type(exc)(f"event {exc.position + 1}: {exc}") from None
-    return queue().publish([event for batch in batches for event in batch])
+    return _store([event for batch in batches for event in batch], queue().publish)
+
+
+def store(events: list[NewEvent]) -> list[str]:
+    """Store prepared events (`prepare`, `prepare_many`) in this process's queue, in one
+    transaction, inside a span when tracing is on; return their ids."""
+    return _store(events, queue().publish)
+
+
+def _store(events: list[NewEvent], store: Callable[[list[NewEvent]], list[str]]) -> list[str]:
+    """Store prepared events with `store`, inside a span when tracing is on."""
+    if events and config.tracing_enabled():
+        from evq.tracing import traced_publish  # the otel extra, only when tracing
+
+        return traced_publish(events, store)
+    return store(events)
 
 
 def prepare(
@@ -280,11 +295,14 @@ def _plain_fields(items: list[Any], now: float, default_due: float) -> _Fields |
             ]
         else:
             dues = [default_due] * len(items)
+        headers = None
         if any(map(operator.contains, items, itertools.repeat("headers"))):
-            return None  # rare: checked one event at a time
+            headers = [
+                _encode_headers(item["headers"]) if "headers" in item else None for item in items
+            ]
     except (KeyError, TypeError, InvalidInput):
         return None
-    return _Fields(names, list(map(_PAYLOAD, items)), keys, dues, None)
+    return _Fields(names, list(map(_PAYLOAD, items)), keys, dues, headers)
 
 
 def _checked_fields(items: list[Any], now: float, default_due: float, max_bytes: int) -> _Fields:

@@ -137,3 +137,16 @@ def test_header_with_jsonl_is_a_usage_error(queue_path: Path) -> None:
     assert result.returncode == 2
     assert "give no NAME, --payload, --key or --header" in result.stderr
     assert stored_events(queue_path) == 0
+
+
+def test_a_dead_letter_shows_its_events_headers(queue_path: Path) -> None:
+    evq.publish("order.paid", payload={}, headers={"corr": "7"})
+    # Fanned out to three receivers by a worker that runs one; then a worker that knows none
+    # of the others makes them dead letters.
+    app = ("--burst", "--no-entry-points", "--app")
+    assert run_evq("worker", *app, "tests.apps.recorder", "--receiver", "*:bill").returncode == 0
+    assert run_evq("worker", *app, "tests.apps.asyncapp").returncode == 0
+    listed = json.loads(run_evq("dlq", "list", "--json").stdout)
+    shown = run_evq("dlq", "show", listed[0]["id"], "--json")
+    assert json.loads(shown.stdout)["headers"] == {"corr": "7"}
+    assert "header:       corr: 7" in run_evq("dlq", "show", listed[0]["id"]).stdout

@@ -41,8 +41,10 @@ from evq.errors import InvalidHeaders, InvalidInput, InvalidPayload, PayloadTooL
     "headers",
     metavar="NAME=VALUE",
     multiple=True,
+    envvar="EVQ_PUBLISH_HEADER",
     show_envvar=True,
-    help="A header to carry with the event (repeatable): string metadata such as traceparent"
+    help="A header to carry with the event (repeatable; EVQ_PUBLISH_HEADER takes several,"
+    " space-separated): string metadata such as traceparent"
     " or a correlation id. NAME is 1-20 lower-case letters and digits (CloudEvents attribute"
     " names); all headers together take at most 8 KiB.",
 )
@@ -108,10 +110,10 @@ def publish(
         raise click.UsageError("missing event NAME (or use --jsonl FILE)")
     settings = apply_settings(url)
     data = _read_payload(payload, settings.max_payload_bytes)
-    from evq.publisher import prepare, queue
+    from evq.publisher import prepare, store
 
     event = prepare(name, payload=data, delay=delay, key=key, headers=_headers(headers))
-    event_id = queue().publish([event])[0]
+    event_id = store([event])[0]
     if as_json:
         from evq.event import timestamp_to_datetime
 
