@@ -120,3 +120,4 @@ def test_a_bad_evq_otel_is_refused(queue_path: Path) -> None:
     result = run_evq("publish", "a.b", EVQ_OTEL="sometimes")
     assert result.returncode == 2
     assert result.stderr.splitlines() == ["Error: EVQ_OTEL must be auto, 1 or 0, got 'sometimes'"]
+    assert not queue_path.exists() or rows(queue_path, "SELECT count(*) FROM evq_event") == [(0,)]
