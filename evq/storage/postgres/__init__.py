@@ -144,7 +144,8 @@ class PostgresQueue:
         one transaction, on the server's clock (or at `now`). When nothing is due and there is
         nothing to record, no transaction is opened."""
         if not outcomes:
-            next_due, server_now = self._next_due()
+            # A worker of selected receivers is not woken by the others' due deliveries.
+            next_due, server_now = self._next_due(routing.selected)
             if next_due is None or next_due > (server_now if now is None else now):
                 return LeaseBatch([], next_due)
         shard = delivering.shard_of(owner)
@@ -176,9 +177,9 @@ class PostgresQueue:
         with self._db.read() as conn:
             return delivering.renew(conn.cursor(), leases, self._shift(now))
 
-    def _next_due(self) -> tuple[float | None, float]:
+    def _next_due(self, receivers: frozenset[str] | None = None) -> tuple[float | None, float]:
         with self._db.read() as conn:
-            return delivering.next_due(conn)
+            return delivering.next_due(conn, receivers)
 
     def next_due(self, receivers: frozenset[str] | None = None) -> float | None:
         """Return when the earliest delivery (to one of `receivers`, if given) or event to

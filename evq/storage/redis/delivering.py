@@ -39,7 +39,10 @@ def lease(
     """Record `outcomes`, fan out the next events, and lease up to `limit` deliveries."""
     rules.check_outcomes(outcomes)
     peeked = connection.run(
-        "peek", ["" if now is None else repr(now), dispatch_limit], doing="read the queue"
+        "peek",
+        # A worker of selected receivers is not woken by the others' due deliveries.
+        ["" if now is None else repr(now), dispatch_limit, *_selected(routing.selected)],
+        doing="read the queue",
     )
     server_now, next_due = float(peeked[0]), _time(peeked[1])
     events = list(zip(peeked[2::2], peeked[3::2], strict=True))
@@ -140,15 +143,20 @@ def renew(connection: Connection, leases: Sequence[tuple[Lease, float]]) -> int:
 def next_due(connection: Connection, receivers: frozenset[str] | None = None) -> float | None:
     """When the earliest delivery (to one of `receivers`, if given) or event to fan out is
     due, if any."""
-    args: list[str | int] = ["", 0]
-    if receivers is not None:
-        args += sorted(receivers) or [""]  # none: a name no receiver has
+    args: list[str | int] = ["", 0, *_selected(receivers)]
     return _time(connection.run("peek", args, doing="read the queue")[1])
 
 
 def running_count(connection: Connection, owner_prefix: str) -> int:
     """How many unexpired leases owners with this prefix hold."""
     return int(connection.run("running", [owner_prefix], doing="count running deliveries"))
+
+
+def _selected(receivers: frozenset[str] | None) -> list[str]:
+    """`peek.lua`'s trailing arguments: the receivers whose deliveries count, if not all."""
+    if receivers is None:
+        return []
+    return sorted(receivers) or [""]  # none: a name no receiver has
 
 
 def _time(text: str | None) -> float | None:

@@ -139,7 +139,8 @@ class SqliteQueue:
 
         now = time.time() if now is None else now
         if not outcomes:
-            next_due = self.next_due()
+            # A worker of selected receivers is not woken by the others' due deliveries.
+            next_due = self.next_due(routing.selected)
             if next_due is None or next_due > now:
                 return LeaseBatch([], next_due)
         with self._db.write() as conn:
