@@ -7,6 +7,7 @@
         ...
 
     evq.publish("user.created", payload={"user_id": 42})
+    await evq.apublish("user.created", payload={"user_id": 42})  # in asyncio code
 
 Run `evq worker` to deliver published events to their receivers. The names below load on first
 use, so that `evq publish` pays only for what publishing needs, and publishing never imports
@@ -19,6 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from evq.async_publisher import apublish, apublish_many
     from evq.config import configure
     from evq.errors import EvqError, InvalidInput, Retry
     from evq.event import Event
@@ -29,6 +31,8 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _PUBLIC = {
+    "apublish": "evq.async_publisher",
+    "apublish_many": "evq.async_publisher",
     "configure": "evq.config",
     "EvqError": "evq.errors",
     "InvalidInput": "evq.errors",
@@ -50,6 +54,8 @@ __all__ = [
     "Retry",
     "Subscription",
     "__version__",
+    "apublish",
+    "apublish_many",
     "configure",
     "publish",
     "publish_many",

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import NamedTuple
+import sys
+from typing import Literal, NamedTuple
 
 from evq.errors import InvalidInput
 
@@ -35,12 +36,38 @@ class Settings(NamedTuple):
     url: str = DEFAULT_URL
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     retention_seconds: float = DEFAULT_RETENTION_SECONDS
+    #: OpenTelemetry tracing (`EVQ_OTEL`): "auto" traces when the application uses
+    #: OpenTelemetry (has imported it), "on" always (importing it), "off" never.
+    otel: OtelMode = "auto"
+
+
+OtelMode = Literal["auto", "on", "off"]
+_OTEL_MODES: dict[str, OtelMode] = {
+    "auto": "auto",
+    "1": "on",
+    "on": "on",
+    "true": "on",
+    "0": "off",
+    "off": "off",
+    "false": "off",
+}
+
+
+def tracing_enabled() -> bool:
+    """Whether publishes and deliveries are traced with OpenTelemetry (see `evq.tracing`).
+
+    In "auto" mode, only once the application itself has imported OpenTelemetry: evq never
+    pays for importing it, and a process that does not trace never loads it."""
+    mode = current().otel
+    if mode == "auto":
+        return "opentelemetry.trace" in sys.modules
+    return mode == "on"
 
 
 def settings_from_env(env: dict[str, str] | None = None) -> Settings:
-    """Return the settings named by `EVQ_URL`, `EVQ_MAX_PAYLOAD` and `EVQ_RETENTION`, with
-    defaults for the ones that are unset. (A backend reads its own settings from the URL; the
-    SQLite backend also reads `EVQ_SYNC`.)"""
+    """Return the settings named by `EVQ_URL`, `EVQ_MAX_PAYLOAD`, `EVQ_RETENTION` and
+    `EVQ_OTEL`, with defaults for the ones that are unset. (A backend reads its own settings
+    from the URL; the SQLite backend also reads `EVQ_SYNC`.)"""
     env = dict(os.environ) if env is None else env
     settings = Settings()
     if env.get("EVQ_URL"):
@@ -48,6 +75,11 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
     if env.get("EVQ_MAX_PAYLOAD"):
         size = check_payload_limit("EVQ_MAX_PAYLOAD", parse_size(env["EVQ_MAX_PAYLOAD"]))
         settings = settings._replace(max_payload_bytes=size)
+    if env.get("EVQ_OTEL"):
+        mode = _OTEL_MODES.get(env["EVQ_OTEL"].strip().lower())
+        if mode is None:
+            raise InvalidInput(f"EVQ_OTEL must be auto, 1 or 0, got {env['EVQ_OTEL']!r}")
+        settings = settings._replace(otel=mode)
     if env.get("EVQ_RETENTION"):
         from evq.durations import parse_duration  # not needed by a plain `evq publish`
 
@@ -118,11 +150,13 @@ def configure(
     url: str | None = None,
     max_payload_bytes: int | None = None,
     retention_seconds: float | None = None,
+    otel: bool | None = None,
 ) -> Settings:
     """Change the settings of this process; unnamed ones keep their value. Returns the result.
 
     `url` names the queue and carries the backend's own settings
-    (`sqlite:///app.db?sync=normal`)."""
+    (`sqlite:///app.db?sync=normal`). `otel` turns OpenTelemetry tracing on or off, whether
+    or not the application has imported OpenTelemetry (`EVQ_OTEL`)."""
     global _settings
     changes: dict[str, object] = {}
     if url is not None:
@@ -131,6 +165,8 @@ def configure(
         changes["max_payload_bytes"] = check_payload_limit("max_payload_bytes", max_payload_bytes)
     if retention_seconds is not None:
         changes["retention_seconds"] = check_seconds("retention_seconds", retention_seconds)
+    if otel is not None:
+        changes["otel"] = "on" if otel else "off"
     _settings = current()._replace(**changes)  # type: ignore[arg-type]
     return _settings
 

@@ -17,8 +17,10 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from evq import config
 from evq.errors import InvalidPayload, Retry
 from evq.event import Event, timestamp_to_datetime
+from evq.headers import decode_headers
 from evq.payload import decode_payload
 from evq.storage.contract import Lease, Outcome
 from evq.subscriptions import Subscription
@@ -59,10 +61,17 @@ def attempt(
         payload=payload,
         published_at=timestamp_to_datetime(lease.published_at),
         attempt=lease.attempt - lease.attempt_base,
+        headers=decode_headers(lease.headers),
     )
     started = clock()
     try:
-        _call(subscription, event)
+        if config.tracing_enabled():
+            from evq.tracing import consuming  # the otel extra, only when tracing
+
+            with consuming(lease, event.headers):
+                _call(subscription, event)
+        else:
+            _call(subscription, event)
     except KeyboardInterrupt:
         # The worker is stopping now: give the delivery back for another worker to take.
         return Outcome(lease, "release", started, clock())

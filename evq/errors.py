@@ -108,3 +108,8 @@ class Retry(Exception):
     def __init__(self, reason: str = "", *, delay: float | None = None) -> None:
         super().__init__(reason or "retry requested")
         self.delay = delay
+
+
+class InvalidHeaders(InvalidInput):
+    """Event headers that are not string values under CloudEvents attribute names, or that
+    are over the size limit."""

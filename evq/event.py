@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -12,7 +13,8 @@ class Event:
     """The event a receiver is called with.
 
     `id` is unique and sorts by publish time; `attempt` is 1 on the first delivery of this event
-    to this receiver and counts up on every retry or redelivery after a crash.
+    to this receiver and counts up on every retry or redelivery after a crash. `headers` is the
+    string metadata the event was published with (empty if none).
     """
 
     id: str
@@ -20,6 +22,7 @@ class Event:
     payload: dict[str, Any]
     published_at: dt.datetime
     attempt: int = 1
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def timestamp_to_datetime(ts: float) -> dt.datetime:

@@ -12,7 +12,7 @@ import math
 import operator
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from evq import config
@@ -33,29 +33,31 @@ def publish(
     payload: dict[str, Any],
     delay: Delay = None,
     key: str | None = None,
+    headers: Mapping[str, str] | None = None,
     connection: Any = None,
 ) -> str:
     """Publish the event `name` with `payload` for every receiver subscribed to it.
 
     Returns the event id once the event is committed to disk. `delay` (seconds or a timedelta)
     holds delivery back. With `key`, an event already published with the same key is not
-    published again: its id is returned. With `connection`, an open connection to the queue's
-    database (for SQLite, a `sqlite3` connection to the queue file), the event is written inside
-    the caller's current transaction and commits or rolls back with it (the transactional
-    outbox); evq then neither commits nor rolls back. A backend that cannot do that raises
-    `OutboxUnsupported`.
+    published again: its id is returned. `headers` is string metadata for the event (trace
+    context, a correlation id), with CloudEvents attribute names (see `evq.headers`). With
+    `connection`, an open connection to the queue's database (for SQLite, a `sqlite3` connection
+    to the queue file), the event is written inside the caller's current transaction and commits
+    or rolls back with it (the transactional outbox); evq then neither commits nor rolls back. A
+    backend that cannot do that raises `OutboxUnsupported`.
     """
-    event = prepare(name, payload=payload, delay=delay, key=key)
+    event = prepare(name, payload=payload, delay=delay, key=key, headers=headers)
     store = queue()
     if connection is None:
-        return store.publish([event])[0]
+        return _store([event], store.publish)[0]
     if not store.capabilities.outbox:
         raise OutboxUnsupported(
             f"the {store.backend} backend cannot write inside your transaction (it has no"
             " transactional outbox): publish after your commit, or keep the queue in your"
             " database"
         )
-    return store.publish_within(connection, [event])[0]
+    return _store([event], lambda events: store.publish_within(connection, events))[0]
 
 
 def publish_many(
@@ -64,8 +66,8 @@ def publish_many(
     *,
     batch_size: int = 1000,
 ) -> list[str]:
-    """Publish many events, each a mapping with `name`, `payload` and optionally `key` and
-    `delay`; return their ids in order.
+    """Publish many events, each a mapping with `name`, `payload` and optionally `key`,
+    `delay` and `headers`; return their ids in order.
 
     Every event is validated before anything is stored (`batch_size` at a time): one bad
     event raises `InvalidInput` (naming its position) and stores nothing. All are then stored
@@ -82,7 +84,22 @@ def publish_many(
         if exc.position is None:
             raise
         raise type(exc)(f"event {exc.position + 1}: {exc}") from None
-    return queue().publish([event for batch in batches for event in batch])
+    return _store([event for batch in batches for event in batch], queue().publish)
+
+
+def store(events: list[NewEvent]) -> list[str]:
+    """Store prepared events (`prepare`, `prepare_many`) in this process's queue, in one
+    transaction, inside a span when tracing is on; return their ids."""
+    return _store(events, queue().publish)
+
+
+def _store(events: list[NewEvent], store: Callable[[list[NewEvent]], list[str]]) -> list[str]:
+    """Store prepared events with `store`, inside a span when tracing is on."""
+    if events and config.tracing_enabled():
+        from evq.tracing import traced_publish  # the otel extra, only when tracing
+
+        return traced_publish(events, store)
+    return store(events)
 
 
 def prepare(
@@ -92,6 +109,7 @@ def prepare(
     payload: dict[str, Any],
     delay: Delay = None,
     key: str | None = None,
+    headers: Mapping[str, str] | None = None,
     now: float | None = None,
 ) -> NewEvent:
     """Validate an event and return it ready to store; raise `InvalidInput` if it is bad."""
@@ -99,6 +117,7 @@ def prepare(
     text = encode_payload(payload, max_bytes=config.current().max_payload_bytes)
     if key is not None:
         _check_key(key)
+    header_text = None if headers is None else _encode_headers(headers)
     published_at = time.time() if now is None else now
     event_id = new_event_id()
     if now is not None:
@@ -112,6 +131,7 @@ def prepare(
         published_at=published_at,
         due_at=published_at + delay_seconds(delay),
         key=key,
+        headers=header_text,
     )
 
 
@@ -233,11 +253,19 @@ def _prepare_batch(
     fields = _plain_fields(items, now, now + due_in)
     if fields is None:
         fields = _checked_fields(items, now, now + due_in, max_bytes)
-    names, payloads, keys, dues = fields
+    names, payloads, keys, dues, headers = fields
     texts = encode(payloads, max_bytes=max_bytes)
     ids = new_event_ids(len(texts))
     # NewEvent's own constructor from an iterable, without a call through its keywords.
-    return list(map(NewEvent._make, zip(ids, names, texts, itertools.repeat(now), dues, keys)))
+    return list(
+        map(
+            NewEvent._make,
+            zip(ids, names, texts, itertools.repeat(now), dues, keys, headers or _NO_HEADERS),
+        )
+    )
+
+
+_NO_HEADERS = itertools.repeat(None)
 
 
 class _Encode(Protocol):
@@ -249,6 +277,8 @@ class _Fields(NamedTuple):
     payloads: list[object]
     keys: list[str | None]
     dues: list[float]
+    # None when no event has headers: the common case costs nothing.
+    headers: list[str | None] | None
 
 
 def _plain_fields(items: list[Any], now: float, default_due: float) -> _Fields | None:
@@ -273,14 +303,20 @@ def _plain_fields(items: list[Any], now: float, default_due: float) -> _Fields |
             ]
         else:
             dues = [default_due] * len(items)
+        headers = None
+        if any(map(operator.contains, items, itertools.repeat("headers"))):
+            headers = [
+                _encode_headers(item["headers"]) if "headers" in item else None for item in items
+            ]
     except (KeyError, TypeError, InvalidInput):
         return None
-    return _Fields(names, list(map(_PAYLOAD, items)), keys, dues)
+    return _Fields(names, list(map(_PAYLOAD, items)), keys, dues, headers)
 
 
 def _checked_fields(items: list[Any], now: float, default_due: float, max_bytes: int) -> _Fields:
     """The fields of `items`, checked one at a time to name the first bad item."""
-    fields = _Fields([], [], [], [])
+    fields = _Fields([], [], [], [], [])
+    assert fields.headers is not None
     for index, item in enumerate(items):
         named = False
         try:
@@ -291,6 +327,7 @@ def _checked_fields(items: list[Any], now: float, default_due: float, max_bytes:
             if key is not None:
                 _check_key(key)
             due = now + delay_seconds(item["delay"]) if "delay" in item else default_due
+            headers = _encode_headers(item.get("headers")) if "headers" in item else None
         except InvalidInput as exc:
             # The first problem is the one reported: a bad payload of an earlier event, or of
             # this one when its name is good (an event is checked name, payload, key, delay).
@@ -302,13 +339,14 @@ def _checked_fields(items: list[Any], now: float, default_due: float, max_bytes:
         fields.payloads.append(item.get("payload", {}))
         fields.keys.append(key)
         fields.dues.append(due)
+        fields.headers.append(headers)
     return fields
 
 
 _NAME = operator.itemgetter("name")
 _KEY = operator.methodcaller("get", "key")
 _PAYLOAD = operator.methodcaller("get", "payload", {})
-_ITEM_FIELDS = frozenset({"name", "payload", "key", "delay"})
+_ITEM_FIELDS = frozenset({"name", "payload", "key", "delay", "headers"})
 
 
 def _check_item(item: object) -> None:
@@ -321,6 +359,13 @@ def _check_item(item: object) -> None:
         raise InvalidInput(f"unknown field(s): {', '.join(fields)}")
     if "name" not in item:
         raise InvalidInput('missing "name"')
+
+
+def _encode_headers(headers: object) -> str | None:
+    # Imported only for events that have headers: `evq publish` without them never loads it.
+    from evq.headers import encode_headers
+
+    return encode_headers(headers)
 
 
 def _check_key(key: object) -> None:

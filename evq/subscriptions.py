@@ -242,6 +242,28 @@ def split_apps(values: Sequence[str]) -> list[str]:
     return modules
 
 
+def select_receivers(patterns: Sequence[str]) -> frozenset[str] | None:
+    """Return the names of the loaded receivers that match one of `patterns`
+    (`module:qualname`, where `*` matches any run of characters), or None if no pattern is
+    given (every receiver). A pattern that matches no loaded receiver raises
+    `InvalidReceiver`: a typo would otherwise leave a worker idle for ever."""
+    if not patterns:
+        return None
+    import fnmatch
+
+    names = sorted({s.name for s in subscriptions()})
+    selected: set[str] = set()
+    for pattern in patterns:
+        matched = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
+        if not matched:
+            raise InvalidReceiver(
+                f"--receiver {pattern!r} matches none of the loaded receivers"
+                f" ({', '.join(names) or 'none loaded'})"
+            )
+        selected.update(matched)
+    return frozenset(selected)
+
+
 # Private
 
 

@@ -45,7 +45,7 @@ from evq.outage import Outage
 from evq.serializer import JSONSerializer
 from evq.storage import open_queue, rules
 from evq.storage.contract import ChangeWatcher, Lease, LeaseBatch, Outcome, Routing
-from evq.subscriptions import Subscription, subscriptions
+from evq.subscriptions import Subscription, select_receivers, subscriptions
 
 logger = logging.getLogger("evq.worker")
 
@@ -83,22 +83,41 @@ class WorkerOptions:
     prefetch: int = config.DEFAULT_PREFETCH
     # None keeps every finished event (no automatic pruning).
     retention_seconds: float | None = config.DEFAULT_RETENTION_SECONDS
+    # `module:qualname` patterns of the receivers this worker runs; none: every receiver.
+    receivers: tuple[str, ...] = ()
 
 
 class Receivers:
-    """The receivers this worker runs: their subscriptions, and the routing the queue needs."""
+    """The receivers this worker runs: their subscriptions, and the routing the queue needs.
 
-    def __init__(self, served: Sequence[Subscription], lease_seconds: float) -> None:
+    Events are fanned out to every loaded subscription; with `selected` receivers (`evq
+    worker --receiver`), only their deliveries are leased here, and the others are left for
+    other workers.
+    """
+
+    def __init__(
+        self,
+        served: Sequence[Subscription],
+        lease_seconds: float,
+        selected: frozenset[str] | None = None,
+    ) -> None:
         self._by_receiver: dict[str, Subscription] = {}
         for subscription in served:
-            self._by_receiver.setdefault(subscription.name, subscription)
+            if selected is None or subscription.name in selected:
+                self._by_receiver.setdefault(subscription.name, subscription)
         self.routing = Routing(
             subscriptions=tuple((s.pattern, s.name) for s in served),
             lease_seconds={
                 name: lease_of(subscription, lease_seconds)
                 for name, subscription in self._by_receiver.items()
             },
+            selected=selected,
         )
+
+    @property
+    def names(self) -> list[str]:
+        """The names of the receivers this worker runs, sorted."""
+        return sorted(self._by_receiver)
 
     def subscription(self, receiver: str) -> Subscription | None:
         """Return the subscription of the receiver named `receiver`, if it is registered."""
@@ -131,7 +150,9 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
         super().__init__(name)
         self.options = options
         self.run_id = uuid.uuid4().hex[:8]
-        self.receivers = Receivers(subscriptions(), options.lease_seconds)
+        self.receivers = Receivers(
+            subscriptions(), options.lease_seconds, select_receivers(options.receivers)
+        )
         self.serializer = JSONSerializer()
         self.task_name = TASK_NAME
         self._creator_pid = os.getpid()
@@ -337,7 +358,7 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
         with self._lock:
             if self._buffer or self._running or self._outcomes:
                 return False
-        next_due = self.queue.next_due()
+        next_due = self.queue.next_due(self.receivers.routing.selected)
         if next_due is not None and next_due <= time.time():
             return False
         return self.queue.running_count(self.run_id) == 0
@@ -503,7 +524,7 @@ class Housekeeper(Scheduler):  # type: ignore[misc]
                 {
                     "workers": storage.options.workers,
                     "worker_type": storage.options.worker_type,
-                    "receivers": sorted({s.name for s in subscriptions()}),
+                    "receivers": storage.receivers.names,
                 }
             )
             try:

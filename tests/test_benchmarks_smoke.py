@@ -21,3 +21,15 @@ def test_benchmark_smoke_run_exits_zero_and_writes_its_results(tmp_path: Path) -
     assert result.returncode == 0, result.stderr[-4000:]
     assert output.is_file()
     assert output.read_text(encoding="utf-8").strip()
+
+
+def test_the_features_benchmark_runs(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "features.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "tracing on, inside a span" in result.stdout

@@ -181,6 +181,7 @@ def test_dlq_show_json_has_a_stable_schema(dead_letters: list[str]) -> None:
         "published_at": str,
         "error": str,
         "payload": dict,
+        "headers": dict,
         "traceback": str,
     }
     assert set(document) == set(types)

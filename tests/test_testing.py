@@ -114,6 +114,27 @@ def test_assert_published_on_an_empty_queue_says_nothing_was_published() -> None
         queue.assert_published("order.paid")
 
 
+seen_headers: list[dict[str, str]] = []
+
+
+def remember_headers(event: evq.Event, /) -> None:
+    seen_headers.append(dict(event.headers))
+
+
+def test_headers_reach_published_events_attempts_and_receivers() -> None:
+    seen_headers.clear()
+    subscriptions = [evq.subscribe("order.paid", receiver=remember_headers)]
+    with use_queue(subscriptions=subscriptions) as queue:
+        evq.publish("order.paid", payload={}, headers={"correlationid": "c-1"})
+
+        (published,) = queue.published()
+        (attempt,) = queue.deliver()
+
+        assert published.headers["correlationid"] == "c-1"
+        assert attempt.event.headers["correlationid"] == "c-1"
+        assert seen_headers[0]["correlationid"] == "c-1"
+
+
 def test_deliver_fans_out_and_runs_what_receivers_publish_too() -> None:
     subscriptions = [
         evq.subscribe("order.*", receiver=bill),

@@ -36,7 +36,7 @@ def publish_jsonl(source: str, *, delay: float | None, as_json: bool) -> None:
     either: the whole input can simply be given again.
     """
     from evq.config import current
-    from evq.publisher import queue
+    from evq.publisher import store
 
     max_line = current().max_payload_bytes + LINE_ROOM
 
@@ -63,7 +63,7 @@ def publish_jsonl(source: str, *, delay: float | None, as_json: bool) -> None:
     events = [event for batch in batches for event in batch]
     with _progress(len(events)) as advance:
         try:
-            ids = queue().publish(events)
+            ids = store(events)
         except StorageError as exc:
             raise type(exc)(f"{exc}; nothing was published") from None
         advance(len(events))

@@ -61,7 +61,8 @@ def list_dead(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @url_option
 def show_dead(delivery_id: str, as_json: bool, url: str) -> None:
-    """Show one dead letter: its event, payload, receiver, attempts, error and traceback."""
+    """Show one dead letter: its event, payload, headers, receiver, attempts, error and
+    traceback."""
     letters = _select(url, ids=[delivery_id])
     if not letters:
         raise NotFound(f"no dead letter with id {delivery_id} (see `evq dlq list`)")
@@ -72,6 +73,8 @@ def show_dead(delivery_id: str, as_json: bool, url: str) -> None:
     for key in ("id", "receiver", "attempts", "dead_at", "event_id", "name", "published_at"):
         click.echo(f"{key + ':':<14}{record[key]}")
     click.echo(f"{'payload:':<14}{json.dumps(record['payload'], ensure_ascii=False)}")
+    for name, value in record["headers"].items():
+        click.echo(f"{'header:':<14}{name}: {value}")
     click.echo(f"{'error:':<14}{record['error']}")
     if record["traceback"]:
         click.echo("traceback:")
@@ -196,6 +199,7 @@ def _choose(
 
 def _record(letter: DeadLetter, *, with_details: bool) -> dict[str, Any]:
     from evq.cli.events import iso
+    from evq.headers import decode_headers
     from evq.payload import payload_to_show
 
     record = {
@@ -211,6 +215,7 @@ def _record(letter: DeadLetter, *, with_details: bool) -> dict[str, Any]:
     if with_details:
         # A payload that is not a JSON object evq could store is shown as it is stored.
         record["payload"] = payload_to_show(letter.payload)
+        record["headers"] = decode_headers(letter.headers)
         record["traceback"] = letter.traceback
     return record
 

@@ -9,6 +9,8 @@ are CloudEvents extensions, so their names are lowercase letters and digits star
 
 - `evqstatus`: the event's status (the most urgent state among its deliveries);
 - `evqkey`: its idempotency key (only when it has one);
+- the event's headers (`evq publish --header`), each an extension attribute of its own
+  (`traceparent`, ...): header names follow the CloudEvents rules, and never start with `evq`;
 - `evqdueat`, `evqdispatchedat`: when it is due and when it was dispatched (RFC 3339, only
   until it is dispatched and once it is dispatched respectively);
 - `evqdeliveries`: its number of deliveries, and one count of deliveries per state:
@@ -28,6 +30,7 @@ import click
 from evq.cli.options import TIME, url_option
 from evq.cli.output import Column, is_terminal, output_options, render
 from evq.errors import NotFound
+from evq.headers import decode_headers
 from evq.storage import open_queue
 from evq.storage.contract import (
     DELIVERY_STATES,
@@ -141,7 +144,8 @@ def show(event_id: str, as_json: bool, url: str) -> None:
 
     --json prints {"event": ..., "deliveries": [...]}. `event` is the CloudEvent 1.0 that
     `evq events --json` prints: specversion, id, type, source, time, datacontenttype, data,
-    and the extensions evqstatus, evqkey (if any), evqdueat (until dispatched),
+    the event's headers (one extension attribute each), and the extensions evqstatus, evqkey
+    (if any), evqdueat (until dispatched),
     evqdispatchedat (once dispatched), evqdeliveries (how many) and the count per state
     evqpending, evqscheduled, evqrunning, evqretrying, evqdone, evqdead. `deliveries` has each
     delivery's id, receiver, state, attempts, failures, replay, created_at, due_at,
@@ -149,9 +153,9 @@ def show(event_id: str, as_json: bool, url: str) -> None:
     worker, started_at, finished_at, duration_seconds, error). Times are ISO 8601 in UTC.
 
     Piped, it prints tab-separated lines whose first field says what they are: `event` (id,
-    name, time, status), `data` (the payload), `delivery` (id, receiver, state, attempts,
-    replay, finished time, last error) and `attempt` (delivery, attempt, outcome, started
-    time, seconds, worker, error). An unknown id exits with code 2.
+    name, time, status), `header` (name, value), `data` (the payload), `delivery` (id,
+    receiver, state, attempts, replay, finished time, last error) and `attempt` (delivery,
+    attempt, outcome, started time, seconds, worker, error). An unknown id exits with code 2.
     """
     queue = open_queue(url, role="inspect", create=False)
     event = queue.event(event_id)
@@ -159,13 +163,14 @@ def show(event_id: str, as_json: bool, url: str) -> None:
         raise NotFound(f"no event with id {event_id!r} in {queue.location}")
     record = cloud_event(event, source=queue.source)
     deliveries = [_delivery(d) for d in event.deliveries]
+    headers = decode_headers(event.headers)
     if as_json:
         document = {"event": record, "deliveries": deliveries}
         render([], [], output_format="json", document=document)
     elif is_terminal(sys.stdout):
-        _print_event(record, deliveries)
+        _print_event(record, headers, deliveries)
     else:
-        _write_event_lines(record, deliveries)
+        _write_event_lines(record, headers, deliveries)
 
 
 # Shared with the other inspection commands
@@ -175,7 +180,8 @@ def cloud_event(event: EventRecord, *, source: str) -> dict[str, Any]:
     """Return a stored event (from `Queue.events()`) as a CloudEvent 1.0 (JSON format).
 
     Extension attributes without a value (no key, not due, not dispatched) are left out, as
-    CloudEvents wants; the delivery counts are always there.
+    CloudEvents wants; the delivery counts are always there. Each header is an extension
+    attribute.
     """
     record: dict[str, Any] = {
         "specversion": "1.0",
@@ -185,6 +191,7 @@ def cloud_event(event: EventRecord, *, source: str) -> dict[str, Any]:
         "time": iso(event.published_at),
         "datacontenttype": "application/json",
         "data": _payload(event.payload),
+        **(decode_headers(event.headers) if event.headers else {}),
         "evqstatus": event.status,
         "evqkey": event.key,
         "evqdueat": iso(event.due_at),
@@ -292,7 +299,9 @@ def _attempts(deliveries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _print_event(record: dict[str, Any], deliveries: list[dict[str, Any]]) -> None:
+def _print_event(
+    record: dict[str, Any], headers: dict[str, str], deliveries: list[dict[str, Any]]
+) -> None:
     lines = [
         ("Event", f"{record['id']}  {record['type']}"),
         ("Published", f"{record['time']} ({ago(record['time'])})"),
@@ -303,6 +312,10 @@ def _print_event(record: dict[str, Any], deliveries: list[dict[str, Any]]) -> No
     lines.append(("Source", record["source"]))
     for label, value in lines:
         click.echo(f"{label + ':':<11}{value}")
+    if headers:
+        click.echo("\nHeaders:")
+        for name, value in headers.items():
+            click.echo(f"  {name}: {value}")
     click.echo("\nPayload:")
     click.echo(json.dumps(record["data"], indent=2, ensure_ascii=False))
     click.echo("\nDeliveries:")
@@ -317,11 +330,18 @@ def _print_event(record: dict[str, Any], deliveries: list[dict[str, Any]]) -> No
             click.echo(delivery["traceback"].rstrip())
 
 
-def _write_event_lines(record: dict[str, Any], deliveries: list[dict[str, Any]]) -> None:
+def _write_event_lines(
+    record: dict[str, Any], headers: dict[str, str], deliveries: list[dict[str, Any]]
+) -> None:
     kind = Column("kind", "")
     render(
         [{"kind": "event", **record}],
         [kind, *(Column(key, "") for key in ("id", "type", "time", "evqstatus"))],
+        output_format=None,
+    )
+    render(
+        [{"kind": "header", "name": name, "value": value} for name, value in headers.items()],
+        [kind, Column("name", ""), Column("value", "")],
         output_format=None,
     )
     render(

@@ -41,6 +41,21 @@ def _outside_this_process(ctx: click.Context, param: click.Parameter, url: str) 
     return url
 
 
+def receiver_option(f: F) -> F:
+    """`--receiver PATTERN` (repeatable) and `EVQ_RECEIVER`: the receivers a worker runs."""
+    return click.option(
+        "--receiver",
+        "receivers",
+        metavar="PATTERN",
+        multiple=True,
+        envvar="EVQ_RECEIVER",
+        show_envvar=True,
+        help="Run only the receivers whose module:qualname matches PATTERN (`*` matches any"
+        " characters; repeatable; EVQ_RECEIVER takes several, space-separated). Their"
+        " deliveries are leased here; every other receiver's are left for other workers.",
+    )(f)
+
+
 def app_option(f: F) -> F:
     """`--app MODULE`, repeatable: subscription modules that are not installed packages."""
     return click.option(

@@ -10,7 +10,7 @@ import click
 
 from evq.cli.options import Duration, apply_settings, url_option
 from evq.config import MAX_DELAY_SECONDS
-from evq.errors import InvalidInput, InvalidPayload, PayloadTooLarge
+from evq.errors import InvalidHeaders, InvalidInput, InvalidPayload, PayloadTooLarge
 
 
 @click.command()
@@ -36,6 +36,19 @@ from evq.errors import InvalidInput, InvalidPayload, PayloadTooLarge
     " its id is printed.",
 )
 @click.option(
+    "--header",
+    "-H",
+    "headers",
+    metavar="NAME=VALUE",
+    multiple=True,
+    envvar="EVQ_PUBLISH_HEADER",
+    show_envvar=True,
+    help="A header to carry with the event (repeatable; EVQ_PUBLISH_HEADER takes several,"
+    " space-separated): string metadata such as traceparent"
+    " or a correlation id. NAME is 1-20 lower-case letters and digits (CloudEvents attribute"
+    " names); all headers together take at most 8 KiB.",
+)
+@click.option(
     "--jsonl",
     "jsonl_file",
     metavar="FILE|-",
@@ -52,31 +65,33 @@ def publish(
     payload: str | None,
     delay: float | None,
     key: str | None,
+    headers: tuple[str, ...],
     jsonl_file: str | None,
     as_json: bool,
     url: str,
 ) -> None:
     """Publish the event NAME and print its id.
 
-    The event is committed to the queue before this returns; `evq worker` then delivers
-    it to every receiver subscribed to NAME. Bad input exits with code 2 and stores nothing.
-    With --jsonl, a line may add "key" and "delay" (in seconds, a number, at most ten years)
-    to its name and payload. It is all or nothing: every line is checked, then all are stored
-    in one transaction, and a failure (exit code 1) or a kill meanwhile stores none, so the
-    same input can be given again. Lines with a "key" make even a second run of an input that
-    did go through safe: those events are not stored twice. A line may be at most
-    EVQ_MAX_PAYLOAD plus 64 KiB long.
+    The event is committed to the queue before this returns; `evq worker` then delivers it to
+    every receiver subscribed to NAME. Bad input exits with code 2 and stores nothing. With
+    --jsonl, a line may add "key", "delay" (in seconds, a number, at most ten years) and
+    "headers" (an object of strings) to its name and payload. It is all or nothing: every line
+    is checked, then all are stored in one transaction, and a failure (exit code 1) or a kill
+    meanwhile stores none, so the same input can be given again. Lines with a "key" make even a
+    second run of an input that did go through safe: those events are not stored twice. A line
+    may be at most EVQ_MAX_PAYLOAD plus 64 KiB long.
 
     \b
       evq publish user.created --payload '{"user_id": 42}'
       evq publish report.due --delay 1h --payload @report.json
       echo '{"order": 7}' | evq publish order.paid --payload - --key order-7-paid
+      evq publish order.paid --header correlationid=req-81 --payload '{"order": 7}'
     """
     if jsonl_file is not None:
-        if name is not None or payload is not None or key is not None:
+        if name is not None or payload is not None or key is not None or headers:
             raise click.UsageError(
                 "--jsonl reads names and payloads from its input; "
-                "give no NAME, --payload or --key with it"
+                "give no NAME, --payload, --key or --header with it"
             )
         from evq.cli.bulk import publish_jsonl
 
@@ -95,10 +110,10 @@ def publish(
         raise click.UsageError("missing event NAME (or use --jsonl FILE)")
     settings = apply_settings(url)
     data = _read_payload(payload, settings.max_payload_bytes)
-    from evq.publisher import prepare, queue
+    from evq.publisher import prepare, store
 
-    event = prepare(name, payload=data, delay=delay, key=key)
-    event_id = queue().publish([event])[0]
+    event = prepare(name, payload=data, delay=delay, key=key, headers=_headers(headers))
+    event_id = store([event])[0]
     if as_json:
         from evq.event import timestamp_to_datetime
 
@@ -115,6 +130,22 @@ def publish(
         )
     else:
         click.echo(event_id)
+
+
+def _headers(options: tuple[str, ...]) -> dict[str, str] | None:
+    """The headers given as NAME=VALUE options (None for none); a name given twice is
+    refused, never silently overwritten."""
+    if not options:
+        return None
+    headers: dict[str, str] = {}
+    for option in options:
+        name, equals, value = option.partition("=")
+        if not equals:
+            raise InvalidHeaders(f"--header {option!r}: expected NAME=VALUE")
+        if name in headers:
+            raise InvalidHeaders(f"--header {name}: given twice")
+        headers[name] = value
+    return headers
 
 
 def _read_payload(option: str | None, max_bytes: int) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from evq.cli.options import app_option
+from evq.cli.options import app_option, receiver_option
 from evq.cli.output import Column, output_options, render
 
 
@@ -17,38 +17,47 @@ from evq.cli.output import Column, output_options, render
     show_envvar=True,
     help="Load subscriptions of installed packages (the evq.subscriptions entry points).",
 )
+@receiver_option
 @app_option
 @output_options
 def list_subscribers(
-    pattern: str | None, entry_points: bool, apps: tuple[str, ...], output_format: str | None
+    pattern: str | None,
+    entry_points: bool,
+    receivers: tuple[str, ...],
+    apps: tuple[str, ...],
+    output_format: str | None,
 ) -> None:
     """List subscriptions: pattern, receiver, delivery options and where each came from.
 
     With PATTERN, only subscriptions whose pattern equals it or matches it as an event name.
-    A subscriptions module that fails to import is reported with its traceback (exit code 1).
+    With --receiver (or EVQ_RECEIVER), as `evq worker --receiver` would select them: the
+    `Run` column (`run` in JSON, true or false) says whether such a worker runs each
+    receiver. A subscriptions module that fails to import is reported with its traceback
+    (exit code 1).
     """
     from evq import subscriptions
 
     subscriptions.load(subscriptions.split_apps(apps), entry_points=entry_points)
+    selected = subscriptions.select_receivers(receivers)
     records = [
         {
             "pattern": s.pattern,
             "receiver": s.name,
             "options": s.options(),
             "source": s.source,
+            **({} if selected is None else {"run": s.name in selected}),
         }
         for s in sorted(subscriptions.subscriptions(pattern), key=lambda s: (s.pattern, s.name))
     ]
-    render(
-        records,
-        [
-            Column("pattern", "Pattern"),
-            Column("receiver", "Receiver"),
-            Column("options", "Options", human=_options),
-            Column("source", "Source"),
-        ],
-        output_format=output_format,
-    )
+    columns = [
+        Column("pattern", "Pattern"),
+        Column("receiver", "Receiver"),
+        Column("options", "Options", human=_options),
+        Column("source", "Source"),
+    ]
+    if selected is not None:
+        columns.insert(2, Column("run", "Run", human=lambda run: "yes" if run else "no"))
+    render(records, columns, output_format=output_format)
 
 
 def _options(options: dict[str, object]) -> str:

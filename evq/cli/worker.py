@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, ClassVar
 import click
 
 from evq import config
-from evq.cli.options import Duration, app_option, apply_settings, url_option
+from evq.cli.options import Duration, app_option, apply_settings, receiver_option, url_option
 
 if TYPE_CHECKING:
     from evq.metrics import WorkerMetrics
@@ -102,6 +102,7 @@ if TYPE_CHECKING:
     show_envvar=True,
     help="plain: lines for people; json: one JSON object per line, for log collectors.",
 )
+@receiver_option
 @app_option
 @url_option
 def worker(
@@ -115,6 +116,7 @@ def worker(
     quiet: bool,
     metrics_port: int | None,
     log_format: str,
+    receivers: tuple[str, ...],
     apps: tuple[str, ...],
     url: str,
 ) -> None:
@@ -125,6 +127,15 @@ def worker(
     running receivers get --shutdown-timeout to finish, then their deliveries go back to the
     queue. A second signal stops at once. With no subscription loaded, it refuses to start
     (exit code 2): it would mark every event delivered to nobody.
+
+    With --receiver, it runs only the matching receivers, so that a slow or heavy receiver
+    can have workers of its own: it still fans events out to every loaded subscription, but
+    leaves the deliveries of the other receivers for other workers (never dead letters). A
+    pattern that matches no loaded receiver exits with code 2.
+
+    \b
+      evq worker --app shop.events --receiver 'shop.reports:*'
+      evq worker --app shop.events --receiver 'shop.email:send_*' --receiver shop.sms:send
     """
     from evq import subscriptions
     from evq.durations import format_seconds
@@ -135,6 +146,7 @@ def worker(
     metrics = None if metrics_port is None else _serve_metrics(metrics_port, settings.url)
     _configure_logging(quiet, log_format)
     loaded = subscriptions.load(subscriptions.split_apps(apps), entry_points=entry_points)
+    selected = subscriptions.select_receivers(receivers)
     # Create the queue now (or find that it cannot be used), with a clear error if not.
     queue = open_queue(settings.url, role="work")
     queue.check()
@@ -152,6 +164,7 @@ def worker(
         shutdown_timeout=shutdown_timeout,
         prefetch=prefetch,
         retention_seconds=settings.retention_seconds,
+        receivers=receivers,
     )
     consumer = create_consumer(options)
     log = logging.getLogger("evq.worker")
@@ -170,8 +183,17 @@ def worker(
         log.warning("%s", warning)
     for module in loaded:
         log.info("loaded %s (%s)", module.module, module.source)
+    if selected is not None:
+        log.info(
+            "running %d of %d receivers (--receiver %s); the others' deliveries are left for"
+            " other workers",
+            len(selected),
+            len({s.name for s in served}),
+            " ".join(receivers),
+        )
     for subscription in served:
-        log.info("  %s -> %s", subscription.pattern, subscription.name)
+        left = "" if selected is None or subscription.name in selected else "  (not run here)"
+        log.info("  %s -> %s%s", subscription.pattern, subscription.name, left)
     if metrics is not None:
         metrics.attach(consumer.huey)  # before run() forks any process worker
         log.info("serving Prometheus metrics on port %d", metrics_port)

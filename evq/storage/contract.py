@@ -64,7 +64,8 @@ Role = Literal["publish", "work", "inspect"]
 
 
 class NewEvent(NamedTuple):
-    """An event ready to be stored: validated, with its payload already encoded as JSON."""
+    """An event ready to be stored: validated, with its payload already encoded as JSON, and
+    its headers too (None when it has none: most events, stored at no cost)."""
 
     id: str
     name: str
@@ -72,6 +73,7 @@ class NewEvent(NamedTuple):
     published_at: float
     due_at: float
     key: str | None = None
+    headers: str | None = None
 
 
 class Lease(NamedTuple):
@@ -93,6 +95,7 @@ class Lease(NamedTuple):
     published_at: float
     lease_seconds: float
     replay: bool
+    headers: str | None = None
 
 
 class Outcome(NamedTuple):
@@ -132,15 +135,27 @@ class Routing:
     `lease_seconds` gives, for every receiver this worker runs, how long a lease on one of its
     deliveries lasts. A backend never calls back into application code: matching a name
     against the patterns (`receivers_for`) is pure and cached.
+
+    `selected` is None for a worker that runs every receiver it knows: a due delivery to a
+    receiver it does not know is a dead letter (`rules.dead_reason`). A worker that runs only
+    some receivers (`evq worker --receiver`) names them in `selected` (the keys of
+    `lease_seconds`): it still fans events out to every subscription, but leases only the
+    deliveries of its selected receivers, and leaves every other delivery, known or not, for
+    other workers. Its `next_due` is that of its selected receivers' deliveries.
     """
 
-    __slots__ = ("_cache", "lease_seconds", "subscriptions")
+    __slots__ = ("_cache", "lease_seconds", "selected", "subscriptions")
 
     def __init__(
-        self, *, subscriptions: tuple[tuple[str, str], ...], lease_seconds: Mapping[str, float]
+        self,
+        *,
+        subscriptions: tuple[tuple[str, str], ...],
+        lease_seconds: Mapping[str, float],
+        selected: frozenset[str] | None = None,
     ) -> None:
         self.subscriptions = subscriptions
         self.lease_seconds = lease_seconds
+        self.selected = selected
         self._cache: dict[str, tuple[str, ...]] = {}
 
     def receivers_for(self, name: str, /) -> tuple[str, ...]:
@@ -252,7 +267,7 @@ class EventRecord(NamedTuple):
     """A stored event with its status and the number of its deliveries in each state.
 
     `due_at` is set while no worker has fanned the event out yet; `deliveries` is filled by
-    `Queue.event()` only.
+    `Queue.event()` only. `headers` is the event's headers as JSON text, None if it has none.
     """
 
     id: str
@@ -265,6 +280,7 @@ class EventRecord(NamedTuple):
     status: DeliveryState
     counts: Mapping[DeliveryState, int]
     deliveries: tuple[DeliveryRecord, ...] = ()
+    headers: str | None = None
 
 
 class DeadLetter(NamedTuple):
@@ -282,6 +298,7 @@ class DeadLetter(NamedTuple):
     name: str
     payload: str
     published_at: float
+    headers: str | None = None
 
 
 class StoredCounts(NamedTuple):
@@ -373,7 +390,8 @@ class Queue(Protocol):
         now: float | None = None,
     ) -> LeaseBatch:
         """Atomically: record `outcomes` (fenced), fan up to `dispatch_limit` new events out to
-        `routing`'s receivers, and lease up to `limit` due deliveries to `owner`.
+        `routing`'s receivers, and lease up to `limit` due deliveries to `owner` (only those
+        of `routing.selected` receivers, if it names some).
 
         Deliveries that `rules.dead_reason` condemns become dead letters instead of leases; a
         delivery whose lease expired (its worker was lost) is leased alone (`rules`). When
@@ -391,9 +409,9 @@ class Queue(Protocol):
         see "Clocks"); return how many were still held."""
         ...
 
-    def next_due(self) -> float | None:
-        """Return when the earliest delivery is due; an event not fanned out yet counts as due
-        since it was published."""
+    def next_due(self, receivers: frozenset[str] | None = None) -> float | None:
+        """Return when the earliest delivery (to one of `receivers`, if given) is due; an
+        event not fanned out yet counts as due since it was published."""
         ...
 
     def running_count(self, owner_prefix: str) -> int:

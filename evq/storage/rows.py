@@ -19,14 +19,16 @@ from evq.storage.contract import (
 )
 
 # The column order each builder below reads; a backend selects exactly these.
-EVENT_COLUMNS = "e.seq, e.id, e.name, e.payload, e.published_at, e.due_at, e.dispatched_at, e.key"
+EVENT_COLUMNS = (
+    "e.seq, e.id, e.name, e.payload, e.published_at, e.due_at, e.dispatched_at, e.key, e.headers"
+)
 DELIVERY_COLUMNS = (
     "id, receiver, state, attempt, failures, replay, created_at, due_at, started_at,"
     " finished_at, lease_owner, last_error, traceback"
 )
 DEAD_LETTER_COLUMNS = (
     "d.id, d.receiver, d.attempt, d.failures, d.finished_at, d.last_error, d.traceback,"
-    " d.created_at, e.id, e.name, e.payload, e.published_at"
+    " d.created_at, e.id, e.name, e.payload, e.published_at, e.headers"
 )
 WORKER_COLUMNS = "id, hostname, pid, started_at, seen_at, info"
 
@@ -51,7 +53,7 @@ def event_record(
     deliveries: tuple[DeliveryRecord, ...] = (),
 ) -> EventRecord:
     """An `EventRecord` from a row of `EVENT_COLUMNS`, with its delivery counts."""
-    _, event_id, name, payload, published_at, due_at, dispatched_at, key = row
+    _, event_id, name, payload, published_at, due_at, dispatched_at, key, headers = row
     due_at = timestamp(due_at)
     return EventRecord(
         id=text(event_id),
@@ -64,6 +66,7 @@ def event_record(
         status=rules.event_status(due_at, counts, now),
         counts=counts,
         deliveries=deliveries,
+        headers=optional_text(headers),
     )
 
 
@@ -120,6 +123,7 @@ def dead_letter_record(row: Sequence[Any]) -> DeadLetter:
         name,
         payload,
         published_at,
+        headers,
     ) = row
     return DeadLetter(
         id=str(delivery_id),
@@ -134,6 +138,7 @@ def dead_letter_record(row: Sequence[Any]) -> DeadLetter:
         name=text(name or ""),
         payload=text(payload or ""),
         published_at=timestamp(published_at) or 0.0,
+        headers=optional_text(headers),
     )
 
 

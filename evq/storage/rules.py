@@ -160,11 +160,15 @@ def lease_plan(candidates: Sequence[Candidate], routing: Routing) -> LeasePlan:
     no failure of the receiver's (a killed worker may not even have started it), so it uses up
     no retry, but its attempt is recorded as lost; and it is taken alone, in a batch of its own,
     so that if it is what kills workers it does not take the deliveries leased with it down
-    again and again.
+    again and again. A worker that runs selected receivers only leaves the others' deliveries
+    alone: they are never dead letters of its (see `Routing`).
     """
     plan = LeasePlan([], [], [])
     leases = routing.lease_seconds
+    selected = routing.selected
     for candidate in candidates:
+        if selected is not None and candidate.receiver not in selected:
+            continue  # another worker's: backends leave them out already, when they can
         lost = candidate.stored == "running"
         if lost and plan.take:
             break

@@ -32,6 +32,7 @@ from evq import config, delivery, publisher
 from evq import subscriptions as registry
 from evq.errors import InvalidInput, NoSubscriptions
 from evq.event import Event, timestamp_to_datetime
+from evq.headers import decode_headers
 from evq.storage import Queue, open_queue
 from evq.storage.contract import (
     DeadLetter,
@@ -332,6 +333,7 @@ def _published_event(record: EventRecord) -> Event:
         name=record.name,
         payload=json.loads(record.payload),
         published_at=timestamp_to_datetime(record.published_at),
+        headers=decode_headers(record.headers),
     )
 
 
@@ -346,6 +348,7 @@ def _attempt(lease: Lease, outcome: Outcome) -> Attempt:
         payload=payload,
         published_at=timestamp_to_datetime(lease.published_at),
         attempt=lease.attempt - lease.attempt_base,
+        headers=decode_headers(lease.headers),
     )
     return Attempt(
         event=event,

@@ -34,10 +34,11 @@ def publish(
     delay: float | None = None,
     key: str | None = None,
     payload: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> str:
     """Publish `name` as if it was published at the Unix time `at`; return its id."""
     payload = {"at": at} if payload is None else payload
-    event = prepare(name, payload=payload, delay=delay, key=key, now=at)
+    event = prepare(name, payload=payload, delay=delay, key=key, headers=headers, now=at)
     return queue.publish([event], now=at)[0]
 
 

@@ -191,3 +191,22 @@ def test_publish_with_a_sqlite_url_does_not_import_psycopg(tmp_path: Path) -> No
     imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()]
     assert "evq.storage.sqlite.publishing" in imported  # the check sees the imports at all
     assert not [name for name in imported if name.startswith(("psycopg", "evq.storage.postgres"))]
+
+
+def test_migrate_brings_version_1_tables_up_to_date_keeping_their_events(
+    empty_schema: Schema,
+) -> None:
+    # Tables as evq wrote them before event headers (version 1), holding one event.
+    assert run_evq("migrate").returncode == 0
+    old = run_evq("publish", "order.paid", "--payload", '{"n": 1}').stdout.strip()
+    empty_schema.rows("ALTER TABLE evq_event DROP COLUMN headers")
+    empty_schema.rows("UPDATE evq_version SET version = 1")
+
+    result = run_evq("migrate")
+    assert result.returncode == 0, result.stderr
+    assert empty_schema.rows("SELECT version FROM evq_version") == [(SCHEMA_VERSION,)]
+    new = run_evq("publish", "order.paid", "-H", "corr=7").stdout.strip()
+    assert empty_schema.rows("SELECT id, headers FROM evq_event ORDER BY id") == [
+        (old, None),
+        (new, '{"corr":"7"}'),
+    ]

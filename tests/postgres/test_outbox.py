@@ -13,7 +13,7 @@ import pytest
 from conftest import calls, run_evq
 
 import evq
-from evq.errors import OutboxUnsupported, QueueNotFound
+from evq.errors import OutboxUnsupported, QueueNotFound, StorageError
 from postgres.conftest import Schema
 
 
@@ -126,3 +126,17 @@ def test_another_kind_of_connection_is_refused_naming_the_backend(pg: Schema) ->
 
     with pytest.raises(OutboxUnsupported, match="psycopg 3 or psycopg2 connection"):
         evq.publish("order.paid", payload={}, connection=sqlite3.connect(":memory:"))
+
+
+def test_tables_of_an_older_evq_are_not_upgraded_inside_your_transaction(
+    orders: Schema, connect: Callable[[str], Any]
+) -> None:
+    orders.rows("ALTER TABLE evq_event DROP COLUMN headers")
+    orders.rows("UPDATE evq_version SET version = 1")
+    conn = connect(orders.url)
+    try:
+        with pytest.raises(StorageError, match=r"older evq .* run `evq migrate` first"):
+            evq.publish("order.paid", payload={}, connection=conn)
+    finally:
+        conn.close()
+    assert orders.rows("SELECT version FROM evq_version") == [(1,)]

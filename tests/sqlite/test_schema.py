@@ -85,6 +85,7 @@ def test_a_queue_file_of_schema_1_is_brought_up_to_date_and_loses_no_event(
     conn.executescript(
         "CREATE INDEX evq_event_due ON evq_event (due_at) WHERE due_at IS NOT NULL;"
         "DROP TRIGGER evq_event_newest_deleted;"
+        "ALTER TABLE evq_event DROP COLUMN headers;"
         "DELETE FROM evq_counter; PRAGMA user_version = 1;"
     )
     now = time.time()
@@ -115,3 +116,44 @@ def test_a_queue_file_of_schema_1_is_brought_up_to_date_and_loses_no_event(
     assert rows(queue_path, "SELECT name FROM sqlite_master WHERE type = 'trigger'") == [
         ("evq_event_newest_deleted",)
     ]
+
+
+def make_schema_2_file(queue_path: Path) -> None:
+    """A queue file as evq wrote it before event headers (schema 2), holding one event."""
+    SqliteQueue(str(queue_path)).publish([])
+    conn = sqlite3.connect(queue_path, isolation_level=None)
+    conn.executescript("ALTER TABLE evq_event DROP COLUMN headers; PRAGMA user_version = 2;")
+    conn.execute(
+        "INSERT INTO evq_event (id, name, payload, published_at, due_at)"
+        " VALUES ('old1', 'a.b', '{\"n\": 1}', ?, ?)",
+        (time.time() - 5, time.time() - 5),
+    )
+    conn.close()
+
+
+def test_a_queue_file_of_schema_2_gets_headers_and_keeps_its_events(queue_path: Path) -> None:
+    make_schema_2_file(queue_path)
+
+    queue = SqliteQueue(str(queue_path))
+    new_id = evq.publish("a.b", payload={"n": 2}, headers={"corr": "x"})
+
+    assert rows(queue_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    leases = sorted(take(queue, now=time.time()), key=lambda lease: lease.payload)
+    assert [(lease.event_id, lease.headers) for lease in leases] == [
+        ("old1", None),
+        (new_id, '{"corr":"x"}'),
+    ]
+    old = queue.event("old1")
+    assert old is not None and old.headers is None
+
+
+def test_a_read_only_queue_file_of_schema_2_can_still_be_inspected(queue_path: Path) -> None:
+    from evq.storage.sqlite.schema import read_older
+
+    make_schema_2_file(queue_path)
+    # A read-only connection, as `evq show` opens a file it cannot write: no upgrade.
+    conn = sqlite3.connect(f"file:{queue_path}?mode=ro", uri=True)
+    read_older(conn, 2)
+
+    assert conn.execute("SELECT id, headers FROM evq_event").fetchall() == [("old1", None)]
+    assert rows(queue_path, "PRAGMA user_version") == [(2,)]

@@ -152,12 +152,12 @@ class MemoryQueue:
             if outcomes:
                 self._record(outcomes, owner)
             else:
-                next_due = self._next_due()
+                next_due = self._next_due(routing.selected)
                 if next_due is None or next_due > now:
                     return LeaseBatch([], next_due)
             self._dispatch(routing, now, dispatch_limit)
             leases, dead = self._lease(routing, owner, limit, now)
-            return LeaseBatch(leases, None if leases else self._next_due(), dead)
+            return LeaseBatch(leases, None if leases else self._next_due(routing.selected), dead)
 
     def _dispatch(self, routing: Routing, now: float, limit: int) -> None:
         store = self._store
@@ -172,7 +172,7 @@ class MemoryQueue:
         self, routing: Routing, owner: str, limit: int, now: float
     ) -> tuple[list[Lease], int]:
         store = self._store
-        due = store.due(now, limit)
+        due = store.due(now, limit, routing.selected)
         candidates = [
             rules.Candidate(
                 d.id,
@@ -270,15 +270,16 @@ class MemoryQueue:
                     held += 1
         return held
 
-    def next_due(self) -> float | None:
-        """When the earliest delivery (or event to fan out) is due, if any."""
+    def next_due(self, receivers: frozenset[str] | None = None) -> float | None:
+        """When the earliest delivery (to one of `receivers`, if given) or event to fan out
+        is due, if any."""
         with self._store.lock:
-            return self._next_due()
+            return self._next_due(receivers)
 
-    def _next_due(self) -> float | None:
+    def _next_due(self, receivers: frozenset[str] | None = None) -> float | None:
         store = self._store
         times = [e.new.published_at for e in store.undispatched.values()]
-        due = store.next_due()
+        due = store.next_due(receivers)
         if due is not None:
             times.append(due)
         return min(times, default=None)

@@ -153,15 +153,22 @@ class Store:
         self._pushes += 1
         heapq.heappush(self.due_heap, (due_at, delivery.number, self._pushes, delivery))
 
-    def due(self, now: float, limit: int) -> list[StoredDelivery]:
-        """The first `limit` unfinished deliveries due at `now`, earliest first (by due
-        time, then by when they were made), without taking them off the heap."""
+    def due(
+        self, now: float, limit: int, receivers: frozenset[str] | None = None
+    ) -> list[StoredDelivery]:
+        """The first `limit` unfinished deliveries due at `now` (to one of `receivers`, if
+        given), earliest first (by due time, then by when they were made), without taking
+        them off the heap."""
         found: list[StoredDelivery] = []
         heap = self.due_heap
         kept: list[_DueEntry] = []
         while heap and len(found) < limit and heap[0][0] <= now:
             entry = heapq.heappop(heap)
             delivery = entry[3]
+            if receivers is not None and delivery.receiver not in receivers:
+                if self._current(entry):
+                    kept.append(entry)  # another worker's: left where it is
+                continue
             if self._current(entry) and delivery not in found:
                 found.append(delivery)
                 kept.append(entry)
@@ -169,8 +176,18 @@ class Store:
             heapq.heappush(heap, entry)
         return found
 
-    def next_due(self) -> float | None:
-        """When the earliest unfinished delivery is due, dropping stale entries on the way."""
+    def next_due(self, receivers: frozenset[str] | None = None) -> float | None:
+        """When the earliest unfinished delivery (to one of `receivers`, if given) is due,
+        dropping stale entries on the way."""
+        if receivers is not None:
+            return min(
+                (
+                    d.due_at
+                    for d in self.unfinished.values()
+                    if d.receiver in receivers and d.due_at is not None
+                ),
+                default=None,
+            )
         heap = self.due_heap
         while heap and not self._current(heap[0]):
             heapq.heappop(heap)

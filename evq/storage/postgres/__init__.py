@@ -144,7 +144,8 @@ class PostgresQueue:
         one transaction, on the server's clock (or at `now`). When nothing is due and there is
         nothing to record, no transaction is opened."""
         if not outcomes:
-            next_due, server_now = self._next_due()
+            # A worker of selected receivers is not woken by the others' due deliveries.
+            next_due, server_now = self._next_due(routing.selected)
             if next_due is None or next_due > (server_now if now is None else now):
                 return LeaseBatch([], next_due)
         shard = delivering.shard_of(owner)
@@ -155,7 +156,7 @@ class PostgresQueue:
                 delivering.record(conn, outcomes, owner, shift, shard)
             dispatched = delivering.dispatch(conn, routing, now, dispatch_limit)
             leases, dead = delivering.lease(conn, routing, owner, limit, now)
-            next_due = None if leases else delivering.next_due(conn)[0]
+            next_due = None if leases else delivering.next_due(conn, routing.selected)[0]
             # Shared counters last, so that their row locks are held for the shortest time.
             delivering.count_dispatched(conn, dispatched, shard)
         return LeaseBatch(leases, next_due, dead)
@@ -176,14 +177,15 @@ class PostgresQueue:
         with self._db.read() as conn:
             return delivering.renew(conn.cursor(), leases, self._shift(now))
 
-    def _next_due(self) -> tuple[float | None, float]:
+    def _next_due(self, receivers: frozenset[str] | None = None) -> tuple[float | None, float]:
         with self._db.read() as conn:
-            return delivering.next_due(conn)
+            return delivering.next_due(conn, receivers)
 
-    def next_due(self) -> float | None:
-        """Return when the earliest delivery (or event to fan out) is due, on the server's
-        clock."""
-        return self._next_due()[0]
+    def next_due(self, receivers: frozenset[str] | None = None) -> float | None:
+        """Return when the earliest delivery (to one of `receivers`, if given) or event to
+        fan out is due, on the server's clock."""
+        with self._db.read() as conn:
+            return delivering.next_due(conn, receivers)[0]
 
     def running_count(self, owner_prefix: str) -> int:
         """Return the number of unexpired leases held by owners whose id starts with the prefix."""

@@ -59,6 +59,7 @@ def insert_events(cursor: Any, events: Sequence[NewEvent], *, now: float | None)
                 None if now is None else e.due_at,
                 max(0.0, e.due_at - e.published_at),
                 e.key,
+                e.headers,
             ]
             for e in events
         ]
@@ -79,9 +80,15 @@ def insert_events(cursor: Any, events: Sequence[NewEvent], *, now: float | None)
     return [e.id if e.id in inserted else first[e.key] for e in events]
 
 
-def next_due(conn: Any) -> tuple[float | None, float]:
-    """When the earliest delivery (or event to fan out) is due, and the server's time now."""
-    due, server_now = conn.execute(QUERIES["next_due"]).fetchone()
+def next_due(conn: Any, receivers: frozenset[str] | None = None) -> tuple[float | None, float]:
+    """When the earliest delivery (to one of `receivers`, if given) or event to fan out is
+    due, and the server's time now."""
+    if receivers is None:
+        due, server_now = conn.execute(QUERIES["next_due"]).fetchone()
+    else:
+        due, server_now = conn.execute(
+            QUERIES["next_due_of"], {"receivers": sorted(receivers)}
+        ).fetchone()
     return (None if due is None else float(due)), float(server_now)
 
 
@@ -119,7 +126,13 @@ def lease(
     leases and how many deliveries became dead letters instead."""
     if limit <= 0:
         return [], 0
-    rows = conn.execute(QUERIES["due_deliveries"], {"now": now, "limit": limit}).fetchall()
+    if routing.selected is None:
+        rows = conn.execute(QUERIES["due_deliveries"], {"now": now, "limit": limit}).fetchall()
+    else:
+        rows = conn.execute(
+            QUERIES["due_deliveries_of"],
+            {"now": now, "limit": limit, "receivers": sorted(routing.selected)},
+        ).fetchall()
     by_id: dict[str, Any] = {}
     candidates = []
     for row in rows:
@@ -177,6 +190,7 @@ def lease(
                 published_at=row[12],
                 lease_seconds=lease_seconds,
                 replay=bool(row[8]),
+                headers=row[13],
             )
         )
     if leases:

@@ -15,7 +15,7 @@ from typing import Any
 from evq.errors import OutboxUnsupported
 from evq.storage.contract import NewEvent
 from evq.storage.postgres.delivering import insert_events
-from evq.storage.postgres.schema import check_version, installed_version
+from evq.storage.postgres.schema import check_current, installed_version
 
 DRIVERS = ("psycopg", "psycopg2")
 
@@ -31,7 +31,7 @@ def publish_within(connection: Any, events: Sequence[NewEvent], location: str) -
         )
     cursor = connection.cursor()
     try:
-        check_version(installed_version(cursor), f"{location} (on your connection)")
+        check_current(installed_version(cursor), f"{location} (on your connection)")
         return insert_events(cursor, events, now=None)
     finally:
         cursor.close()

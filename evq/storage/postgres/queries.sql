@@ -8,14 +8,14 @@ SELECT extract(epoch FROM clock_timestamp())::float8;
 -- name: insert_events
 -- One statement (atomic even in autocommit), with the wake-up of idle workers in it: NOTIFY
 -- is sent when, and only if, the publishing transaction commits. The events come as one JSON
--- array of [id, name, payload, published_at, due_at, delay, key] (the server reads it in C,
--- where a driver would escape seven arrays element by element in Python). A delay runs from
--- the server's clock (`due_at` is null then), or from the time a caller gave.
+-- array of [id, name, payload, published_at, due_at, delay, key, headers] (the server reads
+-- it in C, where a driver would escape eight arrays element by element in Python). A delay
+-- runs from the server's clock (`due_at` is null then), or from the time a caller gave.
 WITH inserted AS (
-    INSERT INTO evq_event (id, name, payload, published_at, due_at, key)
+    INSERT INTO evq_event (id, name, payload, published_at, due_at, key, headers)
     SELECT e->>0, e->>1, e->>2, (e->>3)::float8,
         coalesce((e->>4)::float8, extract(epoch FROM clock_timestamp()) + (e->>5)::float8),
-        e->>6
+        e->>6, e->>7
     FROM json_array_elements(%(events)s::json) WITH ORDINALITY AS r(e, n)
     ORDER BY r.n
     ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING
@@ -27,9 +27,10 @@ SELECT inserted.id, inserted.key FROM inserted, (SELECT pg_notify('evq_wakeup', 
 -- The same for events none of which has a key: none can be a duplicate, so every one is
 -- inserted and only their number comes back.
 WITH inserted AS (
-    INSERT INTO evq_event (id, name, payload, published_at, due_at)
+    INSERT INTO evq_event (id, name, payload, published_at, due_at, headers)
     SELECT e->>0, e->>1, e->>2, (e->>3)::float8,
-        coalesce((e->>4)::float8, extract(epoch FROM clock_timestamp()) + (e->>5)::float8)
+        coalesce((e->>4)::float8, extract(epoch FROM clock_timestamp()) + (e->>5)::float8),
+        e->>7
     FROM json_array_elements(%(events)s::json) WITH ORDINALITY AS r(e, n)
     ORDER BY r.n
     RETURNING 1
@@ -44,6 +45,15 @@ SELECT key, id FROM evq_event WHERE key = ANY(%(keys)s::text[]);
 -- server's time at insert if the publisher's clock was ahead.
 SELECT least(
     (SELECT due_at FROM evq_delivery WHERE due_at IS NOT NULL ORDER BY due_at, id LIMIT 1),
+    (SELECT least(published_at, due_at) FROM evq_event WHERE due_at IS NOT NULL
+     ORDER BY least(published_at, due_at), seq LIMIT 1)
+), extract(epoch FROM clock_timestamp())::float8;
+
+-- name: next_due_of
+-- `next_due` of a worker that runs only the receivers named (`evq worker --receiver`).
+SELECT least(
+    (SELECT due_at FROM evq_delivery WHERE due_at IS NOT NULL
+     AND receiver = ANY(%(receivers)s::text[]) ORDER BY due_at, id LIMIT 1),
     (SELECT least(published_at, due_at) FROM evq_event WHERE due_at IS NOT NULL
      ORDER BY least(published_at, due_at), seq LIMIT 1)
 ), extract(epoch FROM clock_timestamp())::float8;
@@ -71,9 +81,18 @@ ON CONFLICT (name, shard) DO UPDATE SET value = evq_counter.value + excluded.val
 -- name: due_deliveries
 -- Workers never wait for each other: rows another worker is leasing are skipped.
 SELECT d.id, d.receiver, d.state, d.attempt, d.attempt_base, d.failures, d.lease_owner,
-    d.started_at, d.replay, e.id, e.name, e.payload, e.published_at
+    d.started_at, d.replay, e.id, e.name, e.payload, e.published_at, e.headers
 FROM evq_delivery d JOIN evq_event e ON e.seq = d.event_seq
 WHERE d.due_at IS NOT NULL AND d.due_at <= %(now)s
+ORDER BY d.due_at, d.id LIMIT %(limit)s
+FOR UPDATE OF d SKIP LOCKED;
+
+-- name: due_deliveries_of
+-- `due_deliveries` of a worker that runs only the receivers named; the others' are left.
+SELECT d.id, d.receiver, d.state, d.attempt, d.attempt_base, d.failures, d.lease_owner,
+    d.started_at, d.replay, e.id, e.name, e.payload, e.published_at, e.headers
+FROM evq_delivery d JOIN evq_event e ON e.seq = d.event_seq
+WHERE d.due_at IS NOT NULL AND d.due_at <= %(now)s AND d.receiver = ANY(%(receivers)s::text[])
 ORDER BY d.due_at, d.id LIMIT %(limit)s
 FOR UPDATE OF d SKIP LOCKED;
 

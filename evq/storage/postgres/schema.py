@@ -15,7 +15,7 @@ import psycopg
 
 from evq.errors import QueueNotFound, StorageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # pg_advisory_xact_lock's key for evq's migrations: "evq" in ASCII, then 1.
 _MIGRATION_LOCK = 0x657671_01
 
@@ -40,6 +40,17 @@ def check_version(version: int | None, location: str) -> None:
         raise StorageError(
             f"the queue at {location} was written by a newer evq (tables version {version},"
             f" this evq knows {SCHEMA_VERSION}): upgrade evq to use it"
+        )
+
+
+def check_current(version: int | None, location: str) -> None:
+    """`check_version`, and refuse tables an older evq wrote, which only `evq migrate` (never
+    an application's transaction) may upgrade."""
+    check_version(version, location)
+    if version is not None and version < SCHEMA_VERSION:
+        raise StorageError(
+            f"the evq tables in {location} are of an older evq (version {version}, this evq"
+            f" writes {SCHEMA_VERSION}): run `evq migrate` first"
         )
 
 

@@ -1,4 +1,4 @@
--- evq's tables in a PostgreSQL schema (schema version 1), in the connection's current schema.
+-- evq's tables in a PostgreSQL schema (schema version 2), in the connection's current schema.
 -- Run by `evq migrate` (and a worker's start) under an advisory lock. Times are Unix seconds on
 -- the server's clock. See evq/storage/postgres/__init__.py.
 CREATE TABLE IF NOT EXISTS evq_version (
@@ -12,8 +12,11 @@ CREATE TABLE IF NOT EXISTS evq_event (
     published_at double precision NOT NULL,
     due_at double precision,
     dispatched_at double precision,
-    key text COLLATE "C"
+    key text COLLATE "C",
+    headers text
 );
+-- Version 2: event headers (no default, so adding the column rewrites no row).
+ALTER TABLE evq_event ADD COLUMN IF NOT EXISTS headers text;
 CREATE UNIQUE INDEX IF NOT EXISTS evq_event_key ON evq_event (key) WHERE key IS NOT NULL;
 -- The events no worker has fanned out yet (few, whatever the size of the log), oldest first:
 -- each is due for fan-out since it was published, or since the server stored it if the

@@ -149,11 +149,12 @@ class RedisQueue:
 
         return delivering.renew(self._connection, leases) if leases else 0
 
-    def next_due(self) -> float | None:
-        """When the earliest delivery (or event to fan out) is due, if any."""
+    def next_due(self, receivers: frozenset[str] | None = None) -> float | None:
+        """When the earliest delivery (to one of `receivers`, if given) or event to fan out
+        is due, if any."""
         from evq.storage.redis import delivering
 
-        return delivering.next_due(self._connection)
+        return delivering.next_due(self._connection, receivers)
 
     def running_count(self, owner_prefix: str) -> int:
         """How many unexpired leases owners with this prefix hold."""

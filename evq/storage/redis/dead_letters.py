@@ -65,9 +65,11 @@ def _letters(client: Any, *, base: str, ids: Sequence[str]) -> list[DeadLetter]:
     found = [(i, d) for i, d in zip(ids, pipe.execute(), strict=True) if d.get("state") == "dead"]
     pipe = client.pipeline(transaction=False)
     for _, data in found:
-        pipe.hmget(base + "e:" + data.get("event_id", ""), "name", "payload", "published_at")
+        pipe.hmget(
+            base + "e:" + data.get("event_id", ""), "name", "payload", "published_at", "headers"
+        )
     letters = []
-    for (delivery_id, data), (name, payload, published_at) in zip(
+    for (delivery_id, data), (name, payload, published_at, headers) in zip(
         found, pipe.execute(), strict=True
     ):
         letters.append(
@@ -84,6 +86,7 @@ def _letters(client: Any, *, base: str, ids: Sequence[str]) -> list[DeadLetter]:
                 name=name or "",
                 payload=payload or "",
                 published_at=as_time(published_at) or 0.0,
+                headers=headers or None,
             )
         )
     return letters

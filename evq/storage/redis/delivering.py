@@ -39,7 +39,10 @@ def lease(
     """Record `outcomes`, fan out the next events, and lease up to `limit` deliveries."""
     rules.check_outcomes(outcomes)
     peeked = connection.run(
-        "peek", ["" if now is None else repr(now), dispatch_limit], doing="read the queue"
+        "peek",
+        # A worker of selected receivers is not woken by the others' due deliveries.
+        ["" if now is None else repr(now), dispatch_limit, *_selected(routing.selected)],
+        doing="read the queue",
     )
     server_now, next_due = float(peeked[0]), _time(peeked[1])
     events = list(zip(peeked[2::2], peeked[3::2], strict=True))
@@ -67,6 +70,7 @@ def lease(
                 published_at=float(row[8]),
                 lease_seconds=float(row[9]),
                 replay=row[10] == "1",
+                headers=row[11] or None,
             )
         )
     return LeaseBatch(leases, None if leases else _time(result[1]), int(result[0]))
@@ -95,7 +99,8 @@ def _lease_args(
         owner,
         limit,
         rules.MAX_LOST_ATTEMPTS,
-        _UNREGISTERED or "",
+        # '': a worker of selected receivers, which leaves the others' deliveries alone.
+        "" if routing.selected is not None else _UNREGISTERED or "",
         _LOST_TOO_OFTEN or "",
         rules.LOST_WORKER_ERROR,
         len(outcomes),
@@ -135,14 +140,23 @@ def renew(connection: Connection, leases: Sequence[tuple[Lease, float]]) -> int:
     return int(connection.run("renew", args, doing="renew leases"))
 
 
-def next_due(connection: Connection) -> float | None:
-    """When the earliest delivery (or event to fan out) is due, if any."""
-    return _time(connection.run("peek", ["", 0], doing="read the queue")[1])
+def next_due(connection: Connection, receivers: frozenset[str] | None = None) -> float | None:
+    """When the earliest delivery (to one of `receivers`, if given) or event to fan out is
+    due, if any."""
+    args: list[str | int] = ["", 0, *_selected(receivers)]
+    return _time(connection.run("peek", args, doing="read the queue")[1])
 
 
 def running_count(connection: Connection, owner_prefix: str) -> int:
     """How many unexpired leases owners with this prefix hold."""
     return int(connection.run("running", [owner_prefix], doing="count running deliveries"))
+
+
+def _selected(receivers: frozenset[str] | None) -> list[str]:
+    """`peek.lua`'s trailing arguments: the receivers whose deliveries count, if not all."""
+    if receivers is None:
+        return []
+    return sorted(receivers) or [""]  # none: a name no receiver has
 
 
 def _time(text: str | None) -> float | None:

@@ -341,6 +341,7 @@ def _event(
         due_at=due_at,
         dispatched_at=as_time(data.get("dispatched_at")),
         key=data.get("key"),
+        headers=data.get("headers") or None,
         status=rules.event_status(due_at, counts, now),
         counts=counts,
         deliveries=deliveries,

@@ -2,14 +2,16 @@
 -- due deliveries, atomically. `Queue.record()` runs it with no events and a limit of 0.
 --
 -- ARGV: now ('' for the server's clock), sent_at, owner, limit, max_lost, the dead-letter
--- reason for an unregistered receiver (`\0` stands for the receiver), the reason for a
+-- reason for an unregistered receiver (`\0` stands for the receiver; '' for a worker that
+-- runs selected receivers only, which leaves every other receiver's deliveries alone and
+-- leases only theirs), the reason for a
 -- delivery lost max_lost times, the error of a lost attempt; then
 --   n_outcomes, and per outcome: delivery_id, attempt, kind, started_at, finished_at,
 --     retry_at, error, traceback, counts_as_failure (1/0), history entry (JSON, '' if the
 --     attempt never started);
 --   n_events, and per event to fan out: event_id, n, and its n receivers;
 --   then receiver, lease_seconds pairs: the receivers this worker runs.
--- Returns {dead_lettered, next_due or '', then 11 fields per lease}.
+-- Returns {dead_lettered, next_due or '', then 12 fields per lease}.
 local now = now_from(ARGV[1])
 local skew = skew_from(ARGV[2])
 local owner, limit, max_lost = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -97,15 +99,17 @@ local lease_seconds = {}
 for j = i, #ARGV, 2 do
     lease_seconds[ARGV[j]] = ARGV[j + 1]
 end
+local selected = nil
+if unregistered == '' then
+    selected = lease_seconds
+end
 
 -- The due deliveries, oldest first: at most `limit` from each set, merged.
 local candidates = {}
 if limit > 0 then
     for _, name in ipairs(UNFINISHED) do
-        local found = redis.call('ZRANGEBYSCORE', base .. name, '-inf', now, 'WITHSCORES',
-            'LIMIT', 0, limit)
-        for k = 1, #found, 2 do
-            candidates[#candidates + 1] = { found[k], tonumber(found[k + 1]), name }
+        for _, found in ipairs(due_in(base .. name, now, limit, selected)) do
+            candidates[#candidates + 1] = { found[1], found[2], name }
         end
     end
     table.sort(candidates, function(a, b)
@@ -163,9 +167,9 @@ for k = 1, math.min(limit, #candidates) do
                 'lease_owner', owner, 'started_at', now_text)
             redis.call('ZADD', base .. 'due:running', expiry, id)
             local e = redis.call('HMGET', base .. 'e:' .. f[6], 'name', 'payload',
-                'published_at')
+                'published_at', 'headers')
             for _, value in ipairs({ id, attempt + 1, attempt_base, failures, receiver, f[6],
-                e[1] or '', e[2] or '', e[3] or '0', seconds, f[7] or '0' }) do
+                e[1] or '', e[2] or '', e[3] or '0', seconds, f[7] or '0', e[4] or '' }) do
                 result[#result + 1] = tostring(value)
             end
             taken = taken + 1
@@ -176,6 +180,6 @@ for k = 1, math.min(limit, #candidates) do
     end
 end
 if taken == 0 then
-    result[2] = next_due()
+    result[2] = next_due(selected)
 end
 return result

@@ -58,14 +58,41 @@ end
 
 local UNFINISHED = { 'due:pending', 'due:retrying', 'due:running' }
 
--- When the earliest delivery is due; an event not fanned out yet is due since it was
--- published. Returns '' if nothing is.
-local function next_due()
+-- How many due deliveries a worker that runs selected receivers only reads past, at most,
+-- to find when its next one is due.
+local SELECTED_SCAN = 1024
+
+-- When the first delivery in the sorted set `key` is due, among those to `selected`
+-- receivers (a set; nil: any). Past SELECTED_SCAN others, it answers "look again in a
+-- second" rather than read on.
+local function first_due(key, selected)
+    if selected == nil then
+        return tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2])
+    end
+    local last = nil
+    for offset = 0, SELECTED_SCAN - 1, 128 do
+        local page = redis.call('ZRANGE', key, offset, offset + 127, 'WITHSCORES')
+        for k = 1, #page, 2 do
+            if selected[redis.call('HGET', base .. 'd:' .. page[k], 'receiver') or ''] then
+                return tonumber(page[k + 1])
+            end
+            last = tonumber(page[k + 1])
+        end
+        if #page < 256 then
+            return nil
+        end
+    end
+    return math.max(last, clock() + 1)
+end
+
+-- When the earliest delivery (to `selected` receivers, if given) is due; an event not fanned
+-- out yet is due since it was published. Returns '' if nothing is.
+local function next_due(selected)
     local best = nil
     for _, name in ipairs(UNFINISHED) do
-        local first = redis.call('ZRANGE', base .. name, 0, 0, 'WITHSCORES')
-        if first[2] and (best == nil or tonumber(first[2]) < best) then
-            best = tonumber(first[2])
+        local first = first_due(base .. name, selected)
+        if first and (best == nil or first < best) then
+            best = first
         end
     end
     local oldest = redis.call('ZRANGE', base .. 'undispatched', 0, 0)
@@ -79,6 +106,36 @@ local function next_due()
         return ''
     end
     return fmt(best)
+end
+
+-- The due deliveries of the sorted set `key`, oldest first, at most `limit`: {id, due} each.
+-- With `selected` (a set of receivers), only theirs: the others' are read past, and left.
+local function due_in(key, now, limit, selected)
+    local found = {}
+    if selected == nil then
+        local page = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'WITHSCORES', 'LIMIT', 0,
+            limit)
+        for k = 1, #page, 2 do
+            found[#found + 1] = { page[k], tonumber(page[k + 1]) }
+        end
+        return found
+    end
+    local offset = 0
+    while #found < limit do
+        local page = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'WITHSCORES', 'LIMIT',
+            offset, 256)
+        for k = 1, #page, 2 do
+            if #found < limit
+                and selected[redis.call('HGET', base .. 'd:' .. page[k], 'receiver') or ''] then
+                found[#found + 1] = { page[k], tonumber(page[k + 1]) }
+            end
+        end
+        if #page < 512 then
+            break
+        end
+        offset = offset + 256
+    end
+    return found
 end
 
 local function wake()

@@ -1,9 +1,17 @@
 -- What a worker needs to know before it leases (a read): the time, when the next delivery
 -- is due, and the names of the next events to fan out, so that it can route them.
--- ARGV: now ('' for the server's clock), dispatch_limit.
+-- ARGV: now ('' for the server's clock), dispatch_limit, then the receivers whose deliveries
+-- count for next_due (none: every receiver's).
 -- Returns {now, next_due or '', id, name, id, name, ...}.
 local now = now_from(ARGV[1])
-local result = { fmt(now), next_due() }
+local selected = nil
+if #ARGV > 2 then
+    selected = {}
+    for j = 3, #ARGV do
+        selected[ARGV[j]] = true
+    end
+end
+local result = { fmt(now), next_due(selected) }
 local limit = tonumber(ARGV[2])
 if limit > 0 then
     for _, id in ipairs(redis.call('ZRANGE', base .. 'undispatched', 0, limit - 1)) do

@@ -1,16 +1,17 @@
 -- Store events; an event whose idempotency key is stored already is not stored again.
--- ARGV: sent_at, then per event: id, name, payload, published_at, due_at, key ('' for none).
+-- ARGV: sent_at, then per event: id, name, payload, published_at, due_at, key ('' for none),
+-- headers (JSON text, '' for none).
 -- Returns the id stored for each event (the first event's, for a key seen before).
 -- Redis does not undo what a script wrote before it failed: check every argument first.
-for i = 2, #ARGV, 6 do
-    if not tonumber(ARGV[i + 3]) or not tonumber(ARGV[i + 4]) or ARGV[i + 5] == nil then
-        return redis.error_reply('ERR evq publish: event ' .. (i + 4) / 6 .. ' is malformed')
+for i = 2, #ARGV, 7 do
+    if not tonumber(ARGV[i + 3]) or not tonumber(ARGV[i + 4]) or ARGV[i + 6] == nil then
+        return redis.error_reply('ERR evq publish: event ' .. (i + 5) / 7 .. ' is malformed')
     end
 end
 local skew = skew_from(ARGV[1])
 local ids = {}
 local stored = 0
-for i = 2, #ARGV, 6 do
+for i = 2, #ARGV, 7 do
     local id, name, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     local published_at, due_at, key = ARGV[i + 3], shifted(ARGV[i + 4], skew), ARGV[i + 5]
     local first = false
@@ -27,6 +28,9 @@ for i = 2, #ARGV, 6 do
         if key ~= '' then
             redis.call('HSET', base .. 'keys', key, id)
             redis.call('HSET', event, 'key', key)
+        end
+        if ARGV[i + 6] ~= '' then
+            redis.call('HSET', event, 'headers', ARGV[i + 6])
         end
         redis.call('ZADD', base .. 'log', 0, id)
         redis.call('ZADD', base .. 'n:' .. name, 0, id)

@@ -22,6 +22,7 @@ def insert_events(connection: Connection, events: Sequence[NewEvent]) -> list[st
             repr(event.published_at),
             repr(event.due_at),
             event.key or "",
+            event.headers or "",
         ]
     ids: list[str] = connection.run("publish", args, doing="publish")
     return ids

@@ -139,7 +139,8 @@ class SqliteQueue:
 
         now = time.time() if now is None else now
         if not outcomes:
-            next_due = self.next_due()
+            # A worker of selected receivers is not woken by the others' due deliveries.
+            next_due = self.next_due(routing.selected)
             if next_due is None or next_due > now:
                 return LeaseBatch([], next_due)
         with self._db.write() as conn:
@@ -147,7 +148,7 @@ class SqliteQueue:
                 delivering.record(conn, outcomes, owner)
             delivering.dispatch(conn, routing, now, dispatch_limit)
             leases, dead = delivering.lease(conn, routing, owner, limit, now)
-            next_due = None if leases else delivering.next_due(conn)
+            next_due = None if leases else delivering.next_due(conn, routing.selected)
         return LeaseBatch(leases, next_due, dead)
 
     def record(self, outcomes: Sequence[Outcome], *, owner: str, now: float | None = None) -> None:
@@ -168,12 +169,13 @@ class SqliteQueue:
         with self._db.write() as conn:
             return delivering.renew(conn, leases)
 
-    def next_due(self) -> float | None:
-        """Return when the earliest delivery (or event to fan out) is due, if any."""
+    def next_due(self, receivers: frozenset[str] | None = None) -> float | None:
+        """Return when the earliest delivery (to one of `receivers`, if given) or event to
+        fan out is due, if any."""
         from evq.storage.sqlite import delivering  # not on the publishing path
 
         with self._db.read() as conn:
-            return delivering.next_due(conn)
+            return delivering.next_due(conn, receivers)
 
     def running_count(self, owner_prefix: str) -> int:
         """Return the number of unexpired leases held by owners whose id starts with the prefix."""

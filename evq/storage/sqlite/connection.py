@@ -223,7 +223,7 @@ class Connection:
     def _connect_read_only(self) -> sqlite3.Connection:
         from urllib.parse import quote
 
-        from evq.storage.sqlite.schema import SCHEMA_VERSION
+        from evq.storage.sqlite.schema import SCHEMA_VERSION, read_older
 
         uri = "file:" + quote(os.path.abspath(self.path))
         try:
@@ -261,6 +261,7 @@ class Connection:
                 f"the queue {self.path!r} was written by a newer evq (tables version {version});"
                 " upgrade evq to read it"
             )
+        read_older(conn, version)
         return conn
 
     def close(self) -> None:

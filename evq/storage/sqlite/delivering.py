@@ -7,6 +7,7 @@ this module only fetches and stores.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -40,19 +41,38 @@ def row_id(text: str) -> int | None:
     return value if value <= _MAX_ROW_ID else None
 
 
-def next_due(conn: sqlite3.Connection) -> float | None:
-    """When the earliest delivery is due; an event not fanned out yet is due for that at once
-    (since it was published), whatever its delay: its deliveries carry the delay."""
-    row = conn.execute(
-        "SELECT min(due_at) FROM ("
+def next_due(conn: sqlite3.Connection, receivers: frozenset[str] | None = None) -> float | None:
+    """When the earliest delivery (to one of `receivers`, if given) is due; an event not
+    fanned out yet is due for that at once (since it was published), whatever its delay: its
+    deliveries carry the delay."""
+    if receivers is None:
         # Numbers only: a damaged row's text sorts after every number, at the index's end.
-        f" SELECT min(due_at) AS due_at FROM evq_delivery WHERE due_at < {_TEXT}"
+        deliveries = f"SELECT min(due_at) AS due_at FROM evq_delivery WHERE due_at < {_TEXT}"
+        params: tuple[str, ...] = ()
+    else:
+        # The first in due order among the receivers': the index walked until one is found.
+        deliveries = (
+            f"SELECT * FROM (SELECT due_at FROM evq_delivery WHERE due_at < {_TEXT}"
+            f" AND {_SELECTED} ORDER BY due_at LIMIT 1)"
+        )
+        params = (_selected(receivers),)
+    row = conn.execute(
+        f"SELECT min(due_at) FROM ({deliveries}"
         " UNION ALL SELECT min(published_at) FROM evq_event"
-        f" WHERE seq > {CURSOR} AND due_at IS NOT NULL)"
+        f" WHERE seq > {CURSOR} AND due_at IS NOT NULL)",
+        params,
     ).fetchone()
     if _has_damaged_due_times(conn):
         return 0.0  # due at once, to become a dead letter (see `lease`)
     return None if row[0] is None else float(row[0])
+
+
+# The deliveries of the receivers a worker selected (`Routing.selected`), given as JSON.
+_SELECTED = "receiver IN (SELECT value FROM json_each(?))"
+
+
+def _selected(receivers: frozenset[str]) -> str:
+    return json.dumps(sorted(receivers))
 
 
 def _has_damaged_due_times(conn: sqlite3.Connection) -> bool:
@@ -111,23 +131,28 @@ def lease(
 ) -> tuple[list[Lease], int]:
     """Lease up to `limit` due deliveries to `owner` as `rules.lease_plan` decides; return the
     leases and how many deliveries became dead letters instead."""
+    selected = ""
+    params: tuple[Any, ...] = (now, limit)
+    if routing.selected is not None:
+        selected = f" AND d.{_SELECTED}"
+        params = (now, _selected(routing.selected), limit)
     rows = conn.execute(
         "SELECT d.id, d.receiver, d.state, d.attempt, d.attempt_base, d.failures, d.lease_owner,"
         " d.started_at, d.replay, e.id, e.name,"
         # The payload is read as bytes: a damaged or forged row may hold text that is not
         # UTF-8, which sqlite3 refuses to return and which would stall the queue at this row.
-        " CAST(e.payload AS BLOB), e.published_at, d.due_at"
+        " CAST(e.payload AS BLOB), e.published_at, d.due_at, e.headers"
         # A LEFT JOIN: a delivery whose event row is gone is damage to report, not to skip.
         " FROM evq_delivery d LEFT JOIN evq_event e ON e.seq = d.event_seq"
-        " WHERE d.due_at IS NOT NULL AND d.due_at <= ? ORDER BY d.due_at, d.id LIMIT ?",
-        (now, limit),
+        f" WHERE d.due_at IS NOT NULL AND d.due_at <= ?{selected} ORDER BY d.due_at, d.id LIMIT ?",
+        params,
     ).fetchall()
     # Rows whose due time is not a number sort after every due one: looked for once the due
     # ones no longer fill a lease, so that a backlog pays nothing for them.
     if len(rows) < limit and _has_damaged_due_times(conn):
         rows += conn.execute(
             "SELECT d.id, d.receiver, d.state, d.attempt, d.attempt_base, d.failures,"
-            " NULL, NULL, NULL, NULL, NULL, NULL, NULL, d.due_at"
+            " NULL, NULL, NULL, NULL, NULL, NULL, NULL, d.due_at, NULL"
             f" FROM evq_delivery d WHERE d.due_at >= {_TEXT} LIMIT ?",
             (limit,),
         ).fetchall()
@@ -175,6 +200,7 @@ def lease(
                     row[12],
                     lease_seconds,
                     bool(row[8]),
+                    row[14],
                 )
             )
         )

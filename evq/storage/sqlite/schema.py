@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # The counter rows the delivery code keeps in `evq_counter`.
 SET_CURSOR = (
@@ -32,6 +32,8 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
         conn.execute(_sql("cursor_trigger.sql"))
     if version == 1:
         _upgrade_1_to_2(conn)
+    if 1 <= version <= 2:
+        _upgrade_2_to_3(conn)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
@@ -50,6 +52,22 @@ def _upgrade_1_to_2(conn: sqlite3.Connection) -> None:
             ).fetchone()[0],
         ),
     )
+
+
+def _upgrade_2_to_3(conn: sqlite3.Connection) -> None:
+    # Event headers. A column added with no default rewrites no row: instant on any file.
+    conn.execute("ALTER TABLE evq_event ADD COLUMN headers TEXT")
+
+
+def read_older(conn: sqlite3.Connection, version: int) -> None:
+    """Let a read-only connection to a file of an older evq, which cannot be upgraded, be read
+    as if it were: a temporary view (temp objects shadow the file's) adds the missing
+    columns."""
+    if version < 3:
+        conn.execute(
+            "CREATE TEMP VIEW IF NOT EXISTS evq_event AS SELECT *, NULL AS headers"
+            " FROM main.evq_event"
+        )
 
 
 def _sql(name: str) -> str:

@@ -1,4 +1,4 @@
--- evq's tables in a SQLite queue file (schema version 2). See evq/storage/sqlite/__init__.py.
+-- evq's tables in a SQLite queue file (schema version 3). See evq/storage/sqlite/__init__.py.
 CREATE TABLE IF NOT EXISTS evq_event (
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
@@ -7,7 +7,8 @@ CREATE TABLE IF NOT EXISTS evq_event (
     published_at REAL NOT NULL,
     due_at REAL,
     dispatched_at REAL,
-    key TEXT
+    key TEXT,
+    headers TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS evq_event_key ON evq_event (key) WHERE key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS evq_delivery (
