@@ -10,6 +10,7 @@ import datetime as dt
 import itertools
 import math
 import operator
+import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -34,6 +35,7 @@ def publish(
     delay: Delay = None,
     key: str | None = None,
     connection: Any = None,
+    on_commit: bool = False,
 ) -> str:
     """Publish the event `name` with `payload` for every receiver subscribed to it.
 
@@ -44,8 +46,20 @@ def publish(
     the caller's current transaction and commits or rolls back with it (the transactional
     outbox); evq then neither commits nor rolls back. A backend that cannot do that raises
     `OutboxUnsupported`.
+
+    In a framework whose transactions evq joins (Django, with `evq.contrib.django` installed),
+    `publish` writes through the framework's connection when the queue is in its database; with
+    `on_commit=True` the event is validated now and stored only when the framework's current
+    transaction commits (at once outside one). That leaves a window: a crash between the commit
+    and the store loses the event, and a store that fails then (the queue unreachable) raises
+    in the committing code, after the commit. With `key`, the id returned is the new event's,
+    even if an event with that key is found when it is stored.
     """
     event = prepare(name, payload=payload, delay=delay, key=key)
+    if on_commit:
+        return _store_on_commit([event])[0]
+    if connection is None and _transactions is not None:
+        return _transactions.publish([event])[0]
     store = queue()
     if connection is None:
         return store.publish([event])[0]
@@ -63,6 +77,7 @@ def publish_many(
     /,
     *,
     batch_size: int = 1000,
+    on_commit: bool = False,
 ) -> list[str]:
     """Publish many events, each a mapping with `name`, `payload` and optionally `key` and
     `delay`; return their ids in order.
@@ -70,7 +85,8 @@ def publish_many(
     Every event is validated before anything is stored (`batch_size` at a time): one bad
     event raises `InvalidInput` (naming its position) and stores nothing. All are then stored
     in one transaction: a failure there (`StorageError`), or the process killed meanwhile,
-    stores none of them, so the same call can simply be made again.
+    stores none of them, so the same call can simply be made again. Inside a framework's
+    transaction, and with `on_commit`, they are stored as `publish` stores one event.
     """
     if not isinstance(events, Iterable) or isinstance(events, (str, bytes, Mapping)):
         raise InvalidInput(
@@ -82,7 +98,46 @@ def publish_many(
         if exc.position is None:
             raise
         raise type(exc)(f"event {exc.position + 1}: {exc}") from None
-    return queue().publish([event for batch in batches for event in batch])
+    prepared = [event for batch in batches for event in batch]
+    if on_commit:
+        return _store_on_commit(prepared)
+    if _transactions is not None:
+        return _transactions.publish(prepared)
+    return queue().publish(prepared)
+
+
+class Transactions(Protocol):
+    """How `publish` joins the transactions of a framework; `evq.contrib.django` installs
+    one with `join_transactions`."""
+
+    def publish(self, events: list[NewEvent], /) -> list[str]:
+        """Store `events` in the framework's current transaction when the queue is in its
+        database (committing at once outside one), else as `queue().publish` does."""
+        ...
+
+    def on_commit(self, events: list[NewEvent], /) -> None:
+        """Store `events` when the framework's current transaction commits (at once outside
+        one); never if it rolls back."""
+        ...
+
+
+_transactions: Transactions | None = None
+
+
+def join_transactions(transactions: Transactions | None) -> None:
+    """Make `publish` and `publish_many` join `transactions` in this process (None: stop)."""
+    global _transactions
+    _transactions = transactions
+
+
+def _store_on_commit(events: list[NewEvent]) -> list[str]:
+    if _transactions is None:
+        raise InvalidInput(
+            "on_commit=True needs a framework whose transactions evq joins: add"
+            " 'evq.contrib.django' to INSTALLED_APPS"
+        )
+    _transactions.on_commit(events)
+    return [event.id for event in events]
 
 
 def prepare(
@@ -170,8 +225,23 @@ def queue() -> Queue:
     url = config.current().url
     with _queues_lock:
         if url not in _queues:
+            if _transactions is None and "django.conf" in sys.modules:
+                # A Django project that set EVQ but forgot the app must not publish elsewhere.
+                from evq.contrib.django.settings import check_app_installed
+
+                check_app_installed()
             _queues[url] = open_queue(url)
         return _queues[url]
+
+
+def close_queues() -> None:
+    """Close this process's handles on queues (the next publish opens a new one): frameworks
+    call it before the database that holds the queue is dropped, as test runners do."""
+    with _queues_lock:
+        handles = list(_queues.values())
+        _queues.clear()
+    for handle in handles:
+        handle.close()
 
 
 def prepare_many(
