@@ -7,8 +7,10 @@ when EVQ_TEST_POSTGRES_URL is set, on PostgreSQL.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,9 +66,13 @@ def passed(result: subprocess.CompletedProcess[str]) -> str:
 # The project's own Django tests: transactions, TestCase, on_commit, worker, migrations.
 
 
+IN_DATABASE = ("test", "ledger", "accounts", "--tag", "queue_in_database", "--noinput")
+IN_DATABASE_TESTS = 19  # ledger's 9, accounts' 10 (the seed and the Tasks backend)
+
+
 def test_django_tests_pass_with_the_queue_in_a_sqlite_database(tmp_path: Path) -> None:
-    output = passed(manage(tmp_path, "test", "ledger", "--tag", "queue_in_database", "--noinput"))
-    assert "Ran 9 tests" in output and "OK" in output
+    output = passed(manage(tmp_path, *IN_DATABASE))
+    assert f"Ran {IN_DATABASE_TESTS} tests" in output and "\nOK\n" in output
 
 
 def test_django_tests_pass_with_the_queue_in_a_postgresql_database(tmp_path: Path) -> None:
@@ -75,12 +81,12 @@ def test_django_tests_pass_with_the_queue_in_a_postgresql_database(tmp_path: Pat
     output = passed(
         manage(
             tmp_path,
-            *("test", "ledger", "--tag", "queue_in_database", "--noinput"),
+            *IN_DATABASE,
             TESTPROJECT_DATABASE=server,
             TESTPROJECT_TEST_DATABASE=database,
         )
     )
-    assert "Ran 9 tests" in output and "OK" in output
+    assert f"Ran {IN_DATABASE_TESTS} tests" in output and "\nOK\n" in output
 
 
 def test_django_tests_pass_with_the_queue_elsewhere(tmp_path: Path) -> None:
@@ -92,7 +98,7 @@ def test_django_tests_pass_with_the_queue_elsewhere(tmp_path: Path) -> None:
             TESTPROJECT_EVQ=f'{{"URL": "{queue}"}}',
         )
     )
-    assert "Ran 3 tests" in output and "OK" in output
+    assert "Ran 3 tests" in output and "\nOK\n" in output
 
 
 # manage.py migrate, manage.py evq, evq --django-settings
@@ -121,11 +127,23 @@ def test_migrate_evq_zero_removes_the_tables(tmp_path: Path) -> None:
 
 def test_list_subscribers_shows_each_subscription_with_its_django_app(tmp_path: Path) -> None:
     output = passed(manage(tmp_path, "evq", "list-subscribers"))
-    lines = sorted(output.splitlines())
-    assert lines[0].startswith("order.*\tledger.receivers:audit\t")
-    assert lines[0].endswith("\tDjango app ledger")  # subscribed in LedgerConfig.ready()
-    assert lines[1].startswith("order.paid\tledger.subscriptions:write_receipt\t")
-    assert lines[1].endswith("\tDjango app ledger (ledger.subscriptions)")
+    rows = {tuple(line.split("\t")[i] for i in (0, 1, 3)) for line in output.splitlines()}
+    assert rows == {
+        # subscribed in LedgerConfig.ready()
+        ("order.*", "ledger.receivers:audit", "Django app ledger"),
+        # in ledger/subscriptions.py
+        (
+            "order.paid",
+            "ledger.subscriptions:write_receipt",
+            "Django app ledger (ledger.subscriptions)",
+        ),
+        # evq's Tasks backend, for the queues of TASKS["default"]
+        (
+            "django.tasks.events",
+            "evq.contrib.django.task_queue:run_task",
+            "Django TASKS['default']",
+        ),
+    }
 
 
 def test_evq_with_django_settings_is_manage_py_evq(tmp_path: Path) -> None:
@@ -227,6 +245,21 @@ def test_bad_evq_settings_are_one_line_and_create_nothing(case: str, tmp_path: P
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_tasks_queue_name_evq_refuses_is_one_line(tmp_path: Path) -> None:
+    env = {"TESTPROJECT_TASK_QUEUES": '["events", "bad queue"]'}
+    line = (
+        "Error: TASKS['default']['QUEUES'] has the queue name 'bad queue', which evq refuses:"
+        " use letters, digits, '_' and '-' (it becomes part of the event name"
+        " django.tasks.<queue>)\n"
+    )
+    result = manage(tmp_path, "evq", "worker", "--burst", **env)
+    assert (result.returncode, result.stderr, result.stdout) == (EXIT_BAD_INPUT, line, "")
+    migrate = manage(tmp_path, "migrate", **env)
+    assert migrate.returncode == 1
+    assert f"(evq.E002) {line.removeprefix('Error: ')}" in migrate.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_evq_set_without_the_app_installed_is_refused(tmp_path: Path) -> None:
     env = {"TESTPROJECT_WITHOUT_APP": "1"}
     line = (
@@ -315,3 +348,52 @@ def test_the_django_shop_example_runs_end_to_end(backend: str, tmp_path: Path) -
     ) in result.stdout
     assert "2 deliveries" in result.stderr
     assert (tmp_path / "shop.sqlite3").exists() == (backend == "sqlite")
+
+
+def test_a_worker_killed_while_a_task_runs_leaves_it_to_the_next_worker(tmp_path: Path) -> None:
+    # django-tasks' database backend would leave the task RUNNING for ever.
+    passed(manage(tmp_path, "migrate", "--verbosity", "0"))
+    marker = tmp_path / "started"
+
+    def result(result_id: str) -> str:
+        return passed(
+            manage(
+                tmp_path,
+                "shell",
+                "-c",
+                "from accounts import tasks; r = tasks.hang_the_first_time.get_result"
+                f"({result_id!r}); print(r.status, r.return_value if r.is_finished else '')",
+            )
+        ).splitlines()[-1].strip()
+
+    result_id = passed(
+        manage(
+            tmp_path,
+            "shell",
+            "-c",
+            "from accounts import tasks;"
+            f" print(tasks.hang_the_first_time.enqueue({str(marker)!r}).id)",
+        )
+    ).splitlines()[-1]
+    worker = subprocess.Popen(
+        [sys.executable, str(PROJECT / "manage.py"), "evq", "worker", "--lease", "1s"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=project_env(tmp_path),
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), "the task never started"
+        assert result(result_id) == "RUNNING"
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+    deadline = time.monotonic() + 120
+    while result(result_id) != "SUCCESSFUL done" and time.monotonic() < deadline:
+        passed(manage(tmp_path, "evq", "worker", "--burst", "--lease", "1s"))
+        time.sleep(0.5)
+    assert result(result_id) == "SUCCESSFUL done"

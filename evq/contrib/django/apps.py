@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.apps import AppConfig, apps
+from django.conf import settings
 from django.core import checks
 from django.db import close_old_connections
 from django.db.backends.base.base import NO_DB_ALIAS
@@ -16,6 +17,7 @@ from evq.contrib.django.settings import BadSettings, read_settings
 from evq.contrib.django.transactions import DjangoTransactions, RefusingTransactions
 
 SUBSCRIPTIONS_MODULE = "subscriptions"
+TASKS_MODULE = "tasks"
 
 
 class EvqConfig(AppConfig):
@@ -31,6 +33,8 @@ class EvqConfig(AppConfig):
     #: that runs the checks), by `manage.py evq`, and raised by `evq.publish`.
     error: BadSettings | None = None
     transactions: DjangoTransactions | None = None
+    #: The mistake evq found in `settings.TASKS`, if any (the backend's check reports it).
+    tasks_error: BadSettings | None = None
 
     def __init__(self, app_name: str, app_module: Any) -> None:
         super().__init__(app_name, app_module)
@@ -50,6 +54,8 @@ class EvqConfig(AppConfig):
         delivery.call_around_attempts(close_old_connections)
         checks.register(check_settings, "evq")
         _import_subscriptions()
+        if self.error is None:
+            self.tasks_error = _load_task_backends()
 
     def _follow_database(self, sender: Any, connection: Any, **kwargs: Any) -> None:
         if connection.alias == NO_DB_ALIAS:
@@ -70,6 +76,36 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
     app = apps.get_app_config("evq")
     error = getattr(app, "error", None)
     return [] if error is None else [checks.Error(str(error), id="evq.E001")]
+
+
+# evq's Tasks backends, by the framework they belong to.
+TASK_BACKENDS = {
+    "evq.contrib.django.tasks.EvqBackend": "django.tasks",
+    "evq.contrib.django.tasks_backport.EvqBackend": "django_tasks",
+}
+
+
+def _load_task_backends() -> BadSettings | None:
+    """Make evq's Tasks backends now, so that a worker subscribes to their queues, and import
+    the `tasks` module of every installed app (the worker runs only tasks it imported); return
+    the first backend's mistake, if any."""
+    from importlib import import_module
+
+    found = False
+    for alias, params in (getattr(settings, "TASKS", None) or {}).items():
+        package = TASK_BACKENDS.get(str(params.get("BACKEND")))
+        if package is not None:
+            found = True
+            error = getattr(import_module(package).task_backends[alias], "error", None)
+            if error is not None:
+                return BadSettings(str(error))
+    if found:
+        for app_config in apps.get_app_configs():
+            if app_config.label == "evq":
+                continue  # its `tasks` is the backend for Django 6's framework
+            if module_has_submodule(app_config.module, TASKS_MODULE):
+                import_module(f"{app_config.name}.{TASKS_MODULE}")
+    return None
 
 
 def _import_subscriptions() -> None:

@@ -57,6 +57,8 @@ def use_django_queue() -> None:
     assert isinstance(app, EvqConfig)
     if app.error is not None:
         raise app.error
+    if app.tasks_error is not None:
+        raise app.tasks_error
     if app.transactions is not None:
         app.transactions.follow_database()
         if app.transactions.error is not None:

@@ -20,7 +20,18 @@ USE_TZ = True
 ROOT_URLCONF = "testproject.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-INSTALLED_APPS = ["django.contrib.contenttypes", "ledger"]
+import sys  # noqa: E402
+
+import django  # noqa: E402
+
+# The seed's events.py, for the Tasks framework of this Django (see seed/README.md).
+BACKPORT = django.VERSION < (6, 0)
+SEED = Path(__file__).resolve().parent.parent / "seed" / ("backport" if BACKPORT else "django6")
+sys.path.insert(0, str(SEED))
+
+INSTALLED_APPS = ["django.contrib.contenttypes", "ledger", "accounts.apps.Config"]
+if BACKPORT:
+    INSTALLED_APPS.append("django_tasks")
 if os.environ.get("TESTPROJECT_WITHOUT_APP") != "1":
     INSTALLED_APPS.append("evq.contrib.django")
 
@@ -56,3 +67,13 @@ DATABASES.update(json.loads(os.environ.get("TESTPROJECT_EXTRA_DATABASES", "{}"))
 
 if os.environ.get("TESTPROJECT_EVQ") != "unset":
     EVQ = json.loads(os.environ.get("TESTPROJECT_EVQ", '{"DATABASE": "default"}'))
+
+TASKS = {
+    "default": {
+        "BACKEND": "evq.contrib.django."
+        + ("tasks_backport" if BACKPORT else "tasks")
+        + ".EvqBackend",
+        "QUEUES": json.loads(os.environ.get("TESTPROJECT_TASK_QUEUES", '["events"]')),
+        "OPTIONS": {"RETRIES": 0},
+    }
+}
