@@ -356,15 +356,19 @@ def test_a_worker_killed_while_a_task_runs_leaves_it_to_the_next_worker(tmp_path
     marker = tmp_path / "started"
 
     def result(result_id: str) -> str:
-        return passed(
-            manage(
-                tmp_path,
-                "shell",
-                "-c",
-                "from accounts import tasks; r = tasks.hang_the_first_time.get_result"
-                f"({result_id!r}); print(r.status, r.return_value if r.is_finished else '')",
+        return (
+            passed(
+                manage(
+                    tmp_path,
+                    "shell",
+                    "-c",
+                    "from accounts import tasks; r = tasks.hang_the_first_time.get_result"
+                    f"({result_id!r}); print(r.status, r.return_value if r.is_finished else '')",
+                )
             )
-        ).splitlines()[-1].strip()
+            .splitlines()[-1]
+            .strip()
+        )
 
     result_id = passed(
         manage(
