@@ -22,7 +22,8 @@ TASKS_MODULE = "tasks"
 
 class EvqConfig(AppConfig):
     """Reads `settings.EVQ`, joins Django's transactions, imports every installed app's
-    `subscriptions` module, and has the worker close stale connections around deliveries."""
+    `subscriptions` module, makes evq's Tasks backends (and imports the apps' `tasks` modules),
+    and has the worker close stale connections around deliveries."""
 
     name = "evq.contrib.django"
     label = "evq"
