@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from django.apps import AppConfig, apps
@@ -63,6 +64,10 @@ class EvqConfig(AppConfig):
             # Django is about to create or drop a database (the test runner's): evq's own
             # connections to it must not keep it from being dropped.
             publisher.close_queues()
+            if "evq.storage.postgres.connection" in sys.modules:
+                from evq.storage.postgres.connection import close_all
+
+                close_all()
             return
         if self.transactions is not None and connection.alias == self.transactions.alias:
             if connection.vendor == "sqlite" and not connection.is_in_memory_db():

@@ -41,3 +41,11 @@ def hang_the_first_time(marker: str) -> str:
 
         time.sleep(3600)
     return "done"
+
+
+@task(queue_name="events")
+def fail_until(marker: str) -> str:
+    """Fails until the file `marker` exists (a bug fixed, a service back)."""
+    if not Path(marker).exists():
+        raise RuntimeError("not yet")
+    return "fixed"

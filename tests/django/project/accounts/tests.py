@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+import tempfile
+from pathlib import Path
 
 import events
 from asgiref.sync import async_to_sync
@@ -64,6 +66,19 @@ class TasksBackend(TransactionTestCase):
         self.assertIn("no stock", result.errors[-1].traceback)
         dead = queue().dead_letters()
         self.assertIn(result.id, {letter.event_id for letter in dead})
+
+    def test_a_failed_task_redriven_from_the_dead_letters_runs_again(self) -> None:
+        marker = Path(tempfile.mkdtemp()) / "fixed"
+        result = tasks.fail_until.enqueue(str(marker))
+        deliver()
+        result.refresh()
+        self.assertEqual((result.status, len(result.errors)), ("FAILED", 1))
+        marker.touch()
+        [letter] = [d for d in queue().dead_letters() if d.event_id == result.id]
+        call_command("evq", "dlq", "redrive", letter.id)
+        deliver()
+        result.refresh()
+        self.assertEqual((result.status, result.return_value), ("SUCCESSFUL", "fixed"))
 
     def test_run_after_is_evqs_delay(self) -> None:
         later = timezone.now() + dt.timedelta(hours=1)
