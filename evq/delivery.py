@@ -7,6 +7,7 @@ together with its next lease, in one transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import inspect
 import random
@@ -44,10 +45,41 @@ def run(
         return undeliverable(lease, exc, clock=clock)
 
 
+_around_attempts: list[Callable[[], object]] = []
+
+
+def call_around_attempts(callback: Callable[[], object]) -> None:
+    """Call `callback` before and after every delivery attempt of this process's worker
+    (`evq.contrib.django` closes the database connections Django would close at the end of a
+    request). An exception from it before the receiver runs fails the attempt (it is retried)."""
+    if callback not in _around_attempts:
+        _around_attempts.append(callback)
+
+
 def attempt(
     lease: Lease, subscription: Subscription | None, *, clock: Callable[[], float] = time.time
 ) -> Outcome:
     """Run one attempt of `lease` and return its outcome."""
+    if not _around_attempts:
+        return _attempt(lease, subscription, clock)
+    try:
+        for callback in _around_attempts:
+            callback()
+    except Exception as exc:
+        if subscription is None:
+            return _attempt(lease, subscription, clock)
+        return failure(lease, subscription, exc, started=clock(), clock=clock)
+    try:
+        return _attempt(lease, subscription, clock)
+    finally:
+        for callback in _around_attempts:
+            with contextlib.suppress(Exception):
+                callback()
+
+
+def _attempt(
+    lease: Lease, subscription: Subscription | None, clock: Callable[[], float]
+) -> Outcome:
     if subscription is None:
         error = f"receiver {lease.receiver} is not registered with the worker"
         return _dead(lease, None, error, clock)

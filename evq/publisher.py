@@ -10,6 +10,7 @@ import datetime as dt
 import itertools
 import math
 import operator
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -35,6 +36,7 @@ def publish(
     key: str | None = None,
     headers: Mapping[str, str] | None = None,
     connection: Any = None,
+    on_commit: bool = False,
 ) -> str:
     """Publish the event `name` with `payload` for every receiver subscribed to it.
 
@@ -46,8 +48,20 @@ def publish(
     to the queue file), the event is written inside the caller's current transaction and commits
     or rolls back with it (the transactional outbox); evq then neither commits nor rolls back. A
     backend that cannot do that raises `OutboxUnsupported`.
+
+    In a framework whose transactions evq joins (Django, with `evq.contrib.django` installed),
+    `publish` writes through the framework's connection when the queue is in its database; with
+    `on_commit=True` the event is validated now and stored only when the framework's current
+    transaction commits (at once outside one). That leaves a window: a crash between the commit
+    and the store loses the event, and a store that fails then (the queue unreachable) raises
+    in the committing code, after the commit. With `key`, the id returned is the new event's,
+    even if an event with that key is found when it is stored.
     """
     event = prepare(name, payload=payload, delay=delay, key=key, headers=headers)
+    if on_commit:
+        return _store([event], _store_on_commit)[0]
+    if connection is None and _transactions is not None:
+        return _store([event], _transactions.publish)[0]
     store = queue()
     if connection is None:
         return _store([event], store.publish)[0]
@@ -65,6 +79,7 @@ def publish_many(
     /,
     *,
     batch_size: int = 1000,
+    on_commit: bool = False,
 ) -> list[str]:
     """Publish many events, each a mapping with `name`, `payload` and optionally `key`,
     `delay` and `headers`; return their ids in order.
@@ -72,7 +87,8 @@ def publish_many(
     Every event is validated before anything is stored (`batch_size` at a time): one bad
     event raises `InvalidInput` (naming its position) and stores nothing. All are then stored
     in one transaction: a failure there (`StorageError`), or the process killed meanwhile,
-    stores none of them, so the same call can simply be made again.
+    stores none of them, so the same call can simply be made again. Inside a framework's
+    transaction, and with `on_commit`, they are stored as `publish` stores one event.
     """
     if not isinstance(events, Iterable) or isinstance(events, (str, bytes, Mapping)):
         raise InvalidInput(
@@ -84,7 +100,12 @@ def publish_many(
         if exc.position is None:
             raise
         raise type(exc)(f"event {exc.position + 1}: {exc}") from None
-    return _store([event for batch in batches for event in batch], queue().publish)
+    prepared = [event for batch in batches for event in batch]
+    if on_commit:
+        return _store(prepared, _store_on_commit)
+    if _transactions is not None:
+        return _store(prepared, _transactions.publish)
+    return _store(prepared, queue().publish)
 
 
 def store(events: list[NewEvent]) -> list[str]:
@@ -100,6 +121,40 @@ def _store(events: list[NewEvent], store: Callable[[list[NewEvent]], list[str]])
 
         return traced_publish(events, store)
     return store(events)
+
+
+class Transactions(Protocol):
+    """How `publish` joins the transactions of a framework; `evq.contrib.django` installs
+    one with `join_transactions`."""
+
+    def publish(self, events: list[NewEvent], /) -> list[str]:
+        """Store `events` in the framework's current transaction when the queue is in its
+        database (committing at once outside one), else as `queue().publish` does."""
+        ...
+
+    def on_commit(self, events: list[NewEvent], /) -> None:
+        """Store `events` when the framework's current transaction commits (at once outside
+        one); never if it rolls back."""
+        ...
+
+
+_transactions: Transactions | None = None
+
+
+def join_transactions(transactions: Transactions | None) -> None:
+    """Make `publish` and `publish_many` join `transactions` in this process (None: stop)."""
+    global _transactions
+    _transactions = transactions
+
+
+def _store_on_commit(events: list[NewEvent]) -> list[str]:
+    if _transactions is None:
+        raise InvalidInput(
+            "on_commit=True needs a framework whose transactions evq joins: add"
+            " 'evq.contrib.django' to INSTALLED_APPS"
+        )
+    _transactions.on_commit(events)
+    return [event.id for event in events]
 
 
 def prepare(
@@ -190,6 +245,11 @@ def queue() -> Queue:
     url = config.current().url
     with _queues_lock:
         if url not in _queues:
+            if _transactions is None and "django.conf" in sys.modules:
+                # A Django project that set EVQ but forgot the app must not publish elsewhere.
+                from evq.contrib.django.settings import check_app_installed
+
+                check_app_installed()
             _queues[url] = open_queue(url)
         return _queues[url]
 
@@ -199,6 +259,16 @@ def forget_queue(url: str) -> None:
     with _queues_lock:
         handle = _queues.pop(url, None)
     if handle is not None:
+        handle.close()
+
+
+def close_queues() -> None:
+    """Close this process's handles on queues (the next publish opens a new one): frameworks
+    call it before the database that holds the queue is dropped, as test runners do."""
+    with _queues_lock:
+        handles = list(_queues.values())
+        _queues.clear()
+    for handle in handles:
         handle.close()
 
 

@@ -107,7 +107,7 @@ def subscribe(
         jitter=jitter,
         timeout=None if timeout is None else _positive("timeout", timeout),
         dont_retry=tuple(dont_retry),
-        source=_registry.current_source(),
+        source=_registry.source_of(receiver),
     )
     _registry.add(subscription)
     return subscription
@@ -234,6 +234,20 @@ def load(apps: Sequence[str] = (), *, entry_points: bool = True) -> list[LoadedM
     return loaded
 
 
+def loading(source: str) -> contextlib.AbstractContextManager[None]:
+    """Within this context, subscriptions made in this thread are listed as coming from
+    `source` (`evq list-subscribers`); frameworks use it when they import subscription
+    modules."""
+    return _registry.importing(source)
+
+
+def name_sources(finder: Callable[[Receiver], str | None] | None) -> None:
+    """Let a framework name the source of subscriptions made outside any module evq loads
+    (in Django, an `AppConfig.ready()`): `finder` returns it for a receiver, or None for the
+    default, `python`."""
+    _registry.finder = finder
+
+
 def split_apps(values: Sequence[str]) -> list[str]:
     """Return module names from repeated `--app` values and comma-separated `EVQ_APP`."""
     modules: list[str] = []
@@ -313,13 +327,17 @@ class _Registry:
         self._lock = threading.Lock()
         self._subscriptions: dict[tuple[str, str], Subscription] = {}
         self._source = threading.local()
+        self.finder: Callable[[Receiver], str | None] | None = None
 
-    def current_source(self) -> str:
-        return getattr(self._source, "value", "python")
+    def source_of(self, receiver: Receiver) -> str:
+        source = getattr(self._source, "value", None)
+        if source is None and self.finder is not None:
+            source = self.finder(receiver)
+        return source or "python"
 
     @contextlib.contextmanager
     def importing(self, source: str) -> Iterator[None]:
-        previous = self.current_source()
+        previous = getattr(self._source, "value", None)
         self._source.value = source
         try:
             yield

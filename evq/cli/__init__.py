@@ -104,7 +104,14 @@ def _show_envvars(command: click.Command) -> None:
     context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "EVQ"},
 )
 @click.version_option(package_name="evq", prog_name="evq")
-def cli() -> None:
+@click.option(
+    "--django-settings",
+    metavar="MODULE",
+    envvar="DJANGO_SETTINGS_MODULE",
+    show_envvar=True,
+    help="Set Django up with this settings module first, as `manage.py evq` does (evq[django]).",
+)
+def cli(django_settings: str | None) -> None:
     """Durable publish/subscribe events on an embedded SQLite queue.
 
     Publish an event, then run a worker to deliver it to every subscribed receiver:
@@ -116,12 +123,16 @@ def cli() -> None:
 
     Exit codes: 0 success, 2 bad usage or bad input (nothing stored), 1 any other failure.
     """
+    if django_settings:
+        from evq.contrib.django.command import set_up
+
+        set_up(django_settings)
 
 
-def main(args: list[str] | None = None) -> None:
+def main(args: list[str] | None = None, *, prog_name: str = "evq") -> None:
     """Run the `evq` command and exit with its documented exit code."""
     try:
-        cli.main(args=args, prog_name="evq")
+        cli.main(args=args, prog_name=prog_name)
     except BrokenPipeError:
         # `evq events | head`: the reader left; that is not an error. Point stdout at devnull
         # so the interpreter's final flush does not complain either.

@@ -257,6 +257,14 @@ def _dropped(conn: psycopg.Connection[Any]) -> bool:
     return pgconn.status != psycopg.pq.ConnStatus.OK
 
 
+def close_all() -> None:
+    """Close every connection this process opened; each handle opens a new one at its next
+    use. For frameworks whose test runner drops the database evq was connected to (handles
+    the `evq` commands opened in-process are never closed otherwise)."""
+    for conn in list(_opened):
+        _close(conn)
+
+
 def _close(conn: psycopg.Connection[Any]) -> None:
     if conn in _opened:
         _opened.remove(conn)

@@ -9,6 +9,7 @@ wait for each other instead of failing.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import psycopg
@@ -57,16 +58,29 @@ def check_current(version: int | None, location: str) -> None:
 def migrate(conn: psycopg.Connection[Any], location: str) -> int:
     """Create evq's tables, or bring them up to date, in a transaction of evq's own on `conn`
     (an autocommit connection of evq's); return the version found before (0: none)."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-        before = installed_version(conn)
-        if before is not None and before >= SCHEMA_VERSION:
-            check_version(before, location)
-            return before
-        conn.execute(_schema_sql())
-        conn.execute("DELETE FROM evq_version")
-        conn.execute("INSERT INTO evq_version (version) VALUES (%s)", (SCHEMA_VERSION,))
+    with conn.transaction(), conn.cursor() as cursor:
+        return migrate_within(cursor, location)
+
+
+def migrate_within(cursor: Any, location: str) -> int:
+    """`migrate` inside the caller's current transaction, on a psycopg 3 or psycopg2 cursor
+    (Django's migration of the `evq` app runs it); return the version found before."""
+    cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+    before = installed_version(cursor)
+    if before is not None and before >= SCHEMA_VERSION:
+        check_version(before, location)
+        return before
+    cursor.execute(_schema_sql())
+    cursor.execute("DELETE FROM evq_version")
+    cursor.execute("INSERT INTO evq_version (version) VALUES (%s)", (SCHEMA_VERSION,))
     return before or 0
+
+
+def drop_within(cursor: Any) -> None:
+    """Drop evq's tables inside the caller's current transaction (`manage.py migrate evq
+    zero`)."""
+    tables = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _schema_sql())
+    cursor.execute(f"DROP TABLE IF EXISTS {', '.join(tables)} CASCADE")
 
 
 def _fetch(conn: Any, sql: str) -> list[Any]:

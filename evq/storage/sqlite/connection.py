@@ -199,8 +199,7 @@ class Connection:
             # A damaged or forged row may hold text that is not UTF-8; sqlite3 would refuse to
             # return it, and every command that lists it would fail. Show it replaced instead.
             conn.text_factory = _decode_text
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+            use_wal(conn)
             conn.execute(f"PRAGMA synchronous={_SYNC_PRAGMA[self.sync]}")
             # A burst can grow the write-ahead log far past its usual few MiB; give the space back
             # after the next checkpoint instead of keeping the high-water mark for ever.
@@ -334,6 +333,14 @@ class Connection:
         """Run one read statement and return its rows."""
         with self.read() as conn:
             return conn.execute(sql, params).fetchall()
+
+
+def use_wal(conn: sqlite3.Connection) -> None:
+    """Put the file of `conn` in write-ahead-log mode, which evq's queue needs (readers never
+    wait for a writer). Outside any transaction: applications that keep the queue in their
+    own database (Django) call it on each new connection, before evq's would."""
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
 
 
 def retry_locked(operation: Callable[[], object]) -> None:

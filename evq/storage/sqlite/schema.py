@@ -7,6 +7,7 @@ older file up to date the first time it opens it, in one transaction.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 
 SCHEMA_VERSION = 3
@@ -35,6 +36,19 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
     if 1 <= version <= 2:
         _upgrade_2_to_3(conn)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def drop_schema(conn: sqlite3.Connection) -> None:
+    """Drop evq's tables (their indexes and triggers go with them) inside the current
+    transaction of `conn`: what `manage.py migrate evq zero` does."""
+    for table in reversed(_tables()):
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+    conn.execute("PRAGMA user_version=0")
+
+
+def _tables() -> list[str]:
+    # Named where they are created, so that the list cannot go stale.
+    return re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _sql("schema.sql"))
 
 
 def _upgrade_1_to_2(conn: sqlite3.Connection) -> None:

@@ -1,0 +1,1 @@
+"""Integrations of evq with frameworks, each an optional extra (`evq[django]`)."""

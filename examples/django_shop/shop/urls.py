@@ -1,0 +1,8 @@
+from django.urls import path
+from orders import views
+
+urlpatterns = [
+    path("orders", views.create_order),
+    path("orders/<int:order_id>", views.show_order),
+    path("orders/<int:order_id>/pay", views.pay_order),
+]
