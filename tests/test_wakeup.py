@@ -7,15 +7,20 @@ import contextlib
 import importlib
 import os
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import run_evq
+from contract.conftest import BACKENDS
 from workers import WorkerProcess, log_lines, wait_until
 
 import evq
 import evq.publisher
-from evq.worker import WorkerOptions, create_consumer
+from evq.storage import open_queue
+from evq.worker import LeasedStorage, WorkerOptions, create_consumer
 
 
 @pytest.mark.timeout(60)
@@ -25,6 +30,84 @@ def test_an_idle_worker_delivers_a_new_event(queue_path: Path) -> None:
         event_id = evq.publish("order.created", payload={})
         wait_until(lambda: len(log_lines(queue_path.parent / "calls.log")) == 3, timeout=10)
     assert {line[0] for line in log_lines(queue_path.parent / "calls.log")} == {event_id}
+
+
+class StoppedClock:
+    """A clock that stands still, so that an idle worker's wait never reaches its deadline: only
+    a wake-up can end it. `waited` is set once one wait has read it a few times, that is, once
+    its watcher has come back empty-handed more than once: the wait is really waiting."""
+
+    def __init__(self) -> None:
+        self.readings = 0
+        self.waited = threading.Event()
+
+    def __call__(self) -> float:
+        self.readings += 1
+        if self.readings >= 4:
+            self.waited.set()
+        return 1_000_000.0
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh queue of each backend (the contract suite's), every one able to wake workers."""
+    backend = BACKENDS[request.param]
+    server = None
+    if backend.env is not None:
+        server = os.environ.get(backend.env)
+        if not server:
+            pytest.skip(backend.skip_reason or f"set {backend.env} to run on {request.param}")
+    url = backend.fresh_url(tmp_path, server)
+    yield url
+    if backend.cleanup is not None and server is not None:
+        backend.cleanup(server, url)
+
+
+@pytest.mark.timeout(180)
+def test_an_idle_worker_wakes_on_a_commit_and_not_before(queue_url: str) -> None:
+    # The worker's wait runs on a clock that stands still: its deadline never comes, so if a
+    # commit did not wake it, it would wait for ever and the bounded join below fails. No
+    # timing window decides the outcome: only whether the wake-up happened.
+    importlib.import_module("tests.apps.recorder")
+    queue = open_queue(queue_url)
+    queue.check()  # the queue exists before the worker watches it
+    queue.close()
+    storage = create_consumer(WorkerOptions(url=queue_url)).huey.storage
+    assert isinstance(storage, LeasedStorage)
+    assert storage.queue.capabilities.wakeup
+    clock = StoppedClock()
+    storage.clock = clock
+    stop = threading.Event()
+    leased: list[str] = []
+
+    def idle_worker() -> None:
+        # A worker's loop when there is nothing to do: look for work, and wait for some.
+        # (A watcher may wake it once with a "maybe", as Redis's does when it subscribes.)
+        while not stop.is_set():
+            batch = storage.queue.lease(storage.receivers.routing, owner=storage.owner, limit=10)
+            if batch.leases:
+                leased.extend(lease.event_id for lease in batch.leases)
+                return
+            clock.readings = 0
+            storage.wait_for_work(stop)
+
+    waiting = threading.Thread(target=idle_worker)
+    waiting.start()
+    try:
+        # Nothing committed: the wait goes on, round after round of its watcher.
+        assert clock.waited.wait(60), "the idle wait never waited"
+        assert waiting.is_alive() and leased == []
+
+        result = run_evq("publish", "order.created", "--payload", "{}", EVQ_URL=queue_url)
+        assert result.returncode == 0, result.stderr
+
+        waiting.join(60)
+        assert not waiting.is_alive(), "a commit by another process did not wake the worker"
+    finally:
+        stop.set()
+        waiting.join(60)
+    assert set(leased) == {result.stdout.strip()}
+    storage.close()
 
 
 def held_open(queue_path: Path) -> list[str]:
