@@ -110,6 +110,58 @@ def test_an_idle_worker_wakes_on_a_commit_and_not_before(queue_url: str) -> None
     storage.close()
 
 
+class SettableClock(StoppedClock):
+    """A stopped clock the test can move on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        super().__call__()
+        return self.now
+
+
+@pytest.mark.timeout(180)
+def test_an_idle_worker_wakes_when_its_next_delivery_falls_due_without_a_commit(
+    queue_path: Path,
+) -> None:
+    # The worker knows when its next delivery (a retry, a delayed event) is due: its wait ends
+    # then, however long its own deadline, with no commit to wake it. The clock only moves when
+    # the test moves it, so the wait cannot end on time by chance.
+    importlib.import_module("tests.apps.recorder")
+    evq.publish("order.created", payload={})  # the queue and its log exist
+    storage = create_consumer(WorkerOptions(url=str(queue_path))).huey.storage
+    assert isinstance(storage, LeasedStorage)
+    clock = SettableClock()
+    storage.clock = clock
+    storage._next_due = clock.now + 5  # as `lease` left it: nothing due until then
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def idle_wait() -> None:
+        try:
+            storage.wait_for_work(stop, max_wait=3600)
+        except BaseException as exc:
+            failures.append(exc)
+
+    waiting = threading.Thread(target=idle_wait)
+    waiting.start()
+    try:
+        assert clock.waited.wait(60), "the idle wait never waited"
+        assert waiting.is_alive() and failures == []
+
+        clock.now += 6  # the delivery is due now
+
+        waiting.join(60)
+        assert not waiting.is_alive(), "the wait went on past the next delivery's due time"
+    finally:
+        stop.set()
+        waiting.join(60)
+    assert failures == []
+    storage.close()
+
+
 def held_open(queue_path: Path) -> list[str]:
     """What this process holds open of the queue (its file, log and shared memory) and of
     inotify, one entry per descriptor."""
