@@ -103,7 +103,9 @@ def _listening(pg: Schema) -> list[int]:
     return [
         pid
         for (pid,) in pg.rows(
+            # This database's only: other test runs may share the server.
             "SELECT pid FROM pg_stat_activity WHERE application_name = 'evq'"
+            " AND datname = current_database()"
             " AND query = 'LISTEN evq_wakeup' AND pid <> pg_backend_pid()"
         )
     ]
