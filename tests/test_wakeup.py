@@ -116,6 +116,54 @@ def test_an_idle_worker_wakes_on_a_commit_and_not_before(queue_url: str) -> None
     storage.close()
 
 
+@pytest.mark.timeout(180)
+def test_two_idle_threads_of_one_worker_wait_together_and_a_commit_wakes_them(
+    queue_path: Path,
+) -> None:
+    # One thread watches the queue; the other naps until it is done (a worker with --workers 2).
+    importlib.import_module("tests.apps.recorder")
+    evq.publish("order.created", payload={})  # the queue and its log exist
+    storage = create_consumer(WorkerOptions(url=str(queue_path))).huey.storage
+    assert isinstance(storage, LeasedStorage)
+    storage.queue.lease(storage.receivers.routing, owner=storage.owner, limit=10)  # idle now
+    clock = StoppedClock()
+    storage.clock = clock
+    stop = threading.Event()
+    leased = threading.Event()
+    failures: list[BaseException] = []
+
+    def idle_thread() -> None:
+        try:
+            while not stop.is_set():
+                batch = storage.queue.lease(
+                    storage.receivers.routing, owner=storage.owner, limit=10
+                )
+                if batch.leases:
+                    leased.set()
+                storage.wait_for_work(stop)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=idle_thread) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert clock.waited.wait(60), "the idle wait never waited"
+        assert failures == [] and not leased.is_set()
+
+        result = run_evq("publish", "order.created", "--payload", "{}")
+        assert result.returncode == 0, result.stderr
+
+        assert leased.wait(60), "a commit by another process did not wake the worker"
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    assert failures == []
+    assert not any(thread.is_alive() for thread in threads)
+    storage.close()
+
+
 class SettableClock(StoppedClock):
     """A stopped clock the test can move on."""
 
