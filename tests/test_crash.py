@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import time
@@ -38,18 +39,58 @@ def _start_chaos_worker(queue_path: Path, worker_type: str) -> WorkerProcess:
     )
 
 
+def _running(queue_path: Path) -> int:
+    return int(rows(queue_path, "SELECT count(*) FROM evq_delivery WHERE state = 'running'")[0][0])
+
+
+def _group_pids(pgid: int) -> set[int]:
+    """The processes of a process group (a worker and its forked children)."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[2]) == pgid:  # state, ppid, pgrp
+                pids.add(int(entry))
+    return pids
+
+
+def _leases_held(queue_path: Path, worker: WorkerProcess) -> int:
+    """How many deliveries a worker (any process of its group) holds leased now."""
+    pids = _group_pids(worker.pid)
+    owners = rows(queue_path, "SELECT lease_owner FROM evq_delivery WHERE state = 'running'")
+    return sum(1 for (owner,) in owners if owner and int(owner.rsplit(":", 1)[1]) in pids)
+
+
 def _chaos(queue_path: Path, worker_type: str, *, events: int, kills: int, seed: int) -> None:
     ids = _publish_backlog(events)
     expected = {(event_id, r) for event_id in ids for r in ("bill", "ship", "audit")}
     rng = random.Random(seed)
     workers = [_start_chaos_worker(queue_path, worker_type) for _ in range(2)]
+    held_when_killed = 0
     try:
-        for _ in range(kills):
-            time.sleep(rng.uniform(0.3, 1.5))
-            # SIGKILL one worker (or both) with its children, mid-delivery, and restart it.
-            for index in rng.sample(range(2), rng.choice((1, 1, 2))):
+        for kill in range(kills):
+            if kill == 0:
+                # The first kill lands while deliveries are leased, however fast the machine.
+                wait_until(lambda: _running(queue_path), timeout=60)
+            else:
+                time.sleep(rng.uniform(0.3, 1.5))
+            # Freeze both workers, see which leases each holds, then SIGKILL one worker (or
+            # both, at random; the first time, those holding leases) with its children, and
+            # restart it.
+            for worker in workers:
+                os.killpg(worker.pid, signal.SIGSTOP)
+            held = [_leases_held(queue_path, worker) for worker in workers]
+            chosen = [i for i in range(2) if held[i]] if kill == 0 else []
+            chosen = chosen or rng.sample(range(2), rng.choice((1, 1, 2)))
+            for index in chosen:
                 workers[index].kill_group()
+                held_when_killed += held[index]
                 workers[index] = _start_chaos_worker(queue_path, worker_type)
+            for index in set(range(2)) - set(chosen):
+                os.killpg(workers[index].pid, signal.SIGCONT)
         wait_until(lambda: states(queue_path).get("done") == len(expected), timeout=240)
         for worker in workers:
             assert worker.stop() == 0, worker.stderr
@@ -66,11 +107,14 @@ def _chaos(queue_path: Path, worker_type: str, *, events: int, kills: int, seed:
     duplicates = sum(count - 1 for count in counted.values())
     print(
         f"\n{worker_type} workers, {kills} kills: {len(expected)} deliveries,"
-        f" {len(lost)} lost, {duplicates} duplicates"
+        f" {len(lost)} lost, {duplicates} duplicates; {held_when_killed} leases held by killed"
+        " workers"
     )
     assert not lost
     assert set(counted) == expected
-    # The kills landed while deliveries were leased: otherwise this tested nothing.
+    # The kills landed while deliveries were leased (otherwise this tested nothing), and each
+    # delivery a killed worker held was taken back from it.
+    assert held_when_killed > 0
     assert rows(queue_path, "SELECT count(*) FROM evq_attempt WHERE outcome = 'lost'")[0][0] > 0
     assert states(queue_path) == {"done": len(expected)}
     assert rows(queue_path, "SELECT count(*) FROM evq_event WHERE due_at IS NOT NULL") == [(0,)]

@@ -67,14 +67,37 @@ def test_units_combine_by_adding_up(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["2H", "1H30M", "500MS", " 2h ", "\t30s\n", "5 m"])
-def test_case_and_surrounding_whitespace_do_not_matter(text: str) -> None:
-    parse_duration(text)
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("2H", 7200.0),
+        ("1H30M", 5400.0),
+        ("500MS", 0.5),
+        (" 2h ", 7200.0),
+        ("\t30s\n", 30.0),
+        ("5 m", 300.0),
+    ],
+)
+def test_case_and_surrounding_whitespace_do_not_matter(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
 
 
-def test_what_format_seconds_prints_parses_back() -> None:
-    for text in ["3 min", "4 days", "1 day", "2 h", "1.2 s", "12 ms"]:
-        assert parse_duration(text) > 0, text
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("3 min", 180.0),
+        ("4 days", 345600.0),
+        ("1 day", 86400.0),
+        ("2 h", 7200.0),
+        ("1.2 s", 1.2),
+        ("12 ms", 0.012),
+        ("1.5 h", 5400.0),
+        ("0 s", 0.0),
+    ],
+)
+def test_what_format_seconds_prints_parses_back(text: str, seconds: float) -> None:
+    assert format_seconds(seconds) == text
+    assert parse_duration(text) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,13 @@ def queue(queue_url: str) -> Iterator[Queue]:
 @pytest.fixture
 def states(queue: Queue) -> States:
     return every_state(queue, at=time.time())
+
+
+def published_at(queue: Queue, event_id: str, offset: float = 0.0) -> str:
+    """When an event was published (moved by `offset` seconds), in ISO 8601 (UTC)."""
+    record = queue.event(event_id)
+    assert record is not None
+    return datetime.fromtimestamp(record.published_at + offset, UTC).isoformat()
 
 
 def invoke(*args: str) -> Any:
@@ -205,7 +212,12 @@ def test_events_name_pattern_since_until_and_limit_select_events(
     assert ids("--name", "order.*") == [states.retrying, states.dead, states.done]
     assert ids("--name", "order.paid") == [states.dead]
     assert ids("--name", "**") == ids()
-    assert ids("--since", "35s", "--until", "15s") == [states.running, states.retrying]
+    # Absolute times from the fixture's own events (published 10 s apart), so that its age
+    # does not matter: 5 s before the retrying one and 5 s before the pending one.
+    since, until = (
+        published_at(queue, event_id, -5) for event_id in (states.retrying, states.pending)
+    )
+    assert ids("--since", since, "--until", until) == [states.running, states.retrying]
     assert ids("--limit", "2") == [states.delayed, states.pending]
     old = publish(queue, "order.created", at=time.time() - 3 * 86400)
     assert ids("--until", "2d") == [old]

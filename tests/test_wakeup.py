@@ -7,15 +7,18 @@ import contextlib
 import importlib
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from conftest import run_evq
 from workers import WorkerProcess, log_lines, wait_until
 
 import evq
 import evq.publisher
-from evq.worker import WorkerOptions, create_consumer
+from evq.storage import open_queue
+from evq.worker import LeasedStorage, WorkerOptions, create_consumer
 
 
 @pytest.mark.timeout(60)
@@ -26,6 +29,177 @@ def test_an_idle_worker_delivers_a_new_event(queue_url: str, tmp_path: Path) -> 
         event_id = evq.publish("order.created", payload={})
         wait_until(lambda: len(log_lines(tmp_path / "calls.log")) == 3, timeout=10)
     assert {line[0] for line in log_lines(tmp_path / "calls.log")} == {event_id}
+
+
+class StoppedClock:
+    """A clock that stands still, so that an idle worker's wait never reaches its deadline: only
+    a wake-up can end it. `waited` is set once one wait has read it a few times, that is, once
+    its watcher has come back empty-handed more than once: the wait is really waiting."""
+
+    def __init__(self) -> None:
+        self.readings = 0
+        self.waited = threading.Event()
+
+    def __call__(self) -> float:
+        self.readings += 1
+        if self.readings >= 4:
+            self.waited.set()
+        return 1_000_000.0
+
+
+@pytest.mark.timeout(180)
+def test_an_idle_worker_wakes_on_a_commit_and_not_before(queue_url: str) -> None:
+    # On every backend whose queue another process reaches (`queue_url`), each waking its
+    # idle workers its own way.
+    # The worker's wait runs on a clock that stands still: its deadline never comes, so if a
+    # commit did not wake it, it would wait for ever and the bounded join below fails. No
+    # timing window decides the outcome: only whether the wake-up happened.
+    importlib.import_module("tests.apps.recorder")
+    queue = open_queue(queue_url)
+    queue.check()  # the queue exists before the worker watches it
+    queue.close()
+    storage = create_consumer(WorkerOptions(url=queue_url)).huey.storage
+    assert isinstance(storage, LeasedStorage)
+    assert storage.queue.capabilities.wakeup
+    clock = StoppedClock()
+    storage.clock = clock
+    stop = threading.Event()
+    leased: set[str] = set()
+
+    def idle_worker() -> None:
+        # A worker's loop when there is nothing to do: look for work, and wait for some.
+        # (A watcher may wake it once with a "maybe", as Redis's does when it subscribes.)
+        while not stop.is_set():
+            batch = storage.queue.lease(storage.receivers.routing, owner=storage.owner, limit=10)
+            if batch.leases:
+                leased.update(lease.event_id for lease in batch.leases)
+                return
+            clock.readings = 0
+            storage.wait_for_work(stop)
+
+    published: set[str] = set()
+    # Twice: a worker that was woken once waits, and is woken, just the same the next time.
+    for _ in range(2):
+        clock.waited.clear()
+        waiting = threading.Thread(target=idle_worker)
+        waiting.start()
+        try:
+            # Nothing committed: the wait goes on, round after round of its watcher.
+            assert clock.waited.wait(60), "the idle wait never waited"
+            assert waiting.is_alive() and leased == published
+
+            result = run_evq("publish", "order.created", "--payload", "{}", EVQ_URL=queue_url)
+            assert result.returncode == 0, result.stderr
+            published.add(result.stdout.strip())
+
+            waiting.join(60)
+            assert not waiting.is_alive(), "a commit by another process did not wake the worker"
+        finally:
+            if waiting.is_alive():
+                stop.set()
+            waiting.join(60)
+        assert leased == published
+    storage.close()
+
+
+@pytest.mark.timeout(180)
+def test_two_idle_threads_of_one_worker_wait_together_and_a_commit_wakes_them(
+    queue_path: Path,
+) -> None:
+    # One thread watches the queue; the other naps until it is done (a worker with --workers 2).
+    importlib.import_module("tests.apps.recorder")
+    evq.publish("order.created", payload={})  # the queue and its log exist
+    storage = create_consumer(WorkerOptions(url=str(queue_path))).huey.storage
+    assert isinstance(storage, LeasedStorage)
+    storage.queue.lease(storage.receivers.routing, owner=storage.owner, limit=10)  # idle now
+    clock = StoppedClock()
+    storage.clock = clock
+    stop = threading.Event()
+    leased = threading.Event()
+    failures: list[BaseException] = []
+
+    def idle_thread() -> None:
+        try:
+            while not stop.is_set():
+                batch = storage.queue.lease(
+                    storage.receivers.routing, owner=storage.owner, limit=10
+                )
+                if batch.leases:
+                    leased.set()
+                storage.wait_for_work(stop)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=idle_thread) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert clock.waited.wait(60), "the idle wait never waited"
+        assert failures == [] and not leased.is_set()
+
+        result = run_evq("publish", "order.created", "--payload", "{}")
+        assert result.returncode == 0, result.stderr
+
+        assert leased.wait(60), "a commit by another process did not wake the worker"
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    assert failures == []
+    assert not any(thread.is_alive() for thread in threads)
+    storage.close()
+
+
+class SettableClock(StoppedClock):
+    """A stopped clock the test can move on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        super().__call__()
+        return self.now
+
+
+@pytest.mark.timeout(180)
+def test_an_idle_worker_wakes_when_its_next_delivery_falls_due_without_a_commit(
+    queue_path: Path,
+) -> None:
+    # The worker knows when its next delivery (a retry, a delayed event) is due: its wait ends
+    # then, however long its own deadline, with no commit to wake it. The clock only moves when
+    # the test moves it, so the wait cannot end on time by chance.
+    importlib.import_module("tests.apps.recorder")
+    evq.publish("order.created", payload={})  # the queue and its log exist
+    storage = create_consumer(WorkerOptions(url=str(queue_path))).huey.storage
+    assert isinstance(storage, LeasedStorage)
+    clock = SettableClock()
+    storage.clock = clock
+    storage._next_due = clock.now + 5  # as `lease` left it: nothing due until then
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def idle_wait() -> None:
+        try:
+            storage.wait_for_work(stop, max_wait=3600)
+        except BaseException as exc:
+            failures.append(exc)
+
+    waiting = threading.Thread(target=idle_wait)
+    waiting.start()
+    try:
+        assert clock.waited.wait(60), "the idle wait never waited"
+        assert waiting.is_alive() and failures == []
+
+        clock.now += 6  # the delivery is due now
+
+        waiting.join(60)
+        assert not waiting.is_alive(), "the wait went on past the next delivery's due time"
+    finally:
+        stop.set()
+        waiting.join(60)
+    assert failures == []
+    storage.close()
 
 
 def held_open(queue_path: Path) -> list[str]:

@@ -153,3 +153,19 @@ def test_ids_that_name_no_dead_letter_are_simply_not_found(queue: Queue) -> None
         assert queue.event(garbage) is None, garbage
     assert [found.id for found in queue.dead_letters(ids=[*GARBAGE_IDS, letter.id])] == [letter.id]
     assert queue.dead_letters() == [letter]
+
+
+def test_an_id_is_found_only_as_it_was_given_out(queue: Queue) -> None:
+    at = time.time() - 600
+    publish(queue, "order.paid", at=at)
+    finish(queue, take(queue, now=at), "dead", at=at + 1)
+    (letter,) = queue.dead_letters()
+
+    # The same number written another way, or the largest ids a 64-bit key can and cannot hold,
+    # name no dead letter: ids are compared as the text they were given out as.
+    others = [f"0{letter.id}", f"00{letter.id}", f"+{letter.id}", f" {letter.id}", f"{letter.id} "]
+    for other in [*others, str(2**63 - 1), str(2**63), "0"]:
+        assert queue.dead_letters(ids=[other]) == [], other
+        assert queue.redrive([other]) == 0, other
+        assert queue.purge([other]) == 0, other
+    assert queue.dead_letters() == [letter]

@@ -31,6 +31,31 @@ def test_status_counts_events_and_deliveries_in_every_state(queue: Queue) -> Non
     assert queue.status(now=at + 120).delivered_last_minute == 0
 
 
+def test_throughput_counts_every_outcome_of_a_batch_in_the_second_it_finished(
+    queue: Queue,
+) -> None:
+    at = float(int(time.time()) - 600)
+    for n in range(6):
+        publish(queue, "order.created", at=at + n)
+    leases = take(queue, now=at + 6)
+    kinds = ["done", "done", "done", "retry", "dead", "done"]
+    finished = [at + 10.1, at + 10.5, at + 10.9, at + 10.2, at + 10.7, at + 11.3]
+    queue.record(
+        [
+            outcome(lease, kind, at=when, retry_at=at + 3600 if kind == "retry" else None)
+            for lease, kind, when in zip(leases, kinds, finished, strict=True)
+        ],
+        owner=OWNER,
+        now=at + 12,
+    )
+
+    status = queue.status(now=at + 12)
+    assert (status.delivered_last_minute, status.failed_last_minute) == (4, 2)
+    # Only whole seconds that are over count: the second of at + 11 is not, at at + 11.5.
+    status = queue.status(now=at + 11.5)
+    assert (status.delivered_last_minute, status.failed_last_minute) == (3, 2)
+
+
 def test_oldest_due_at_is_none_when_nothing_waits(queue: Queue) -> None:
     at = time.time() - 600
     assert queue.status(now=at).oldest_due_at is None

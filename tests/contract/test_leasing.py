@@ -10,7 +10,7 @@ import pytest
 
 from contract.steps import OWNER, outcome, publish, routing_for, take
 from evq.storage import rules
-from evq.storage.contract import Outcome, Queue, Routing
+from evq.storage.contract import Lease, Outcome, OutcomeKind, Queue, Routing
 
 
 def history(queue: Queue, event_id: str) -> list[tuple[int, str]]:
@@ -241,6 +241,84 @@ def test_a_finished_delivery_cannot_be_renewed(queue: Queue) -> None:
     assert queue.renew([(lease, at + 1000)], now=at) == 0
     assert queue.renew([], now=at) == 0
     assert queue.next_due() is None
+
+
+# Fencing, kind by kind: the late outcome of an expired lease, recorded alone (with `record`
+# or handed to the next `lease`), leaves the delivery exactly as the current attempt has it.
+
+STALE_OUTCOMES = [
+    pytest.param("retry", True, id="retry"),
+    pytest.param("dead", True, id="dead"),
+    pytest.param("release", True, id="release-interrupted"),
+    pytest.param("release", False, id="release-never-started"),
+    pytest.param("done", True, id="done"),
+]
+
+
+def _taken_over(queue: Queue, at: float) -> tuple[str, Lease, Lease]:
+    """An event whose delivery w1 leased for 10 s at `at`, lost, and w2 took at `at + 20`."""
+    event_id = publish(queue, "order.created", at=at)
+    (stale,) = take(queue, now=at, routing=routing_for(lease_seconds=10), owner="w1")
+    (current,) = take(queue, now=at + 20, routing=routing_for(lease_seconds=30), owner="w2")
+    assert (stale.delivery_id, stale.attempt, current.attempt) == (current.delivery_id, 1, 2)
+    return event_id, stale, current
+
+
+@pytest.mark.parametrize("via", ["record", "lease"])
+@pytest.mark.parametrize(("kind", "started"), STALE_OUTCOMES)
+def test_a_stale_outcome_of_each_kind_leaves_the_current_attempt_untouched(
+    queue: Queue, kind: OutcomeKind, started: bool, via: str
+) -> None:
+    at = time.time() - 600
+    event_id, stale, current = _taken_over(queue, at)
+    before = queue.event(event_id, now=at + 21)
+    assert before is not None
+    (delivery,) = before.deliveries
+    assert (delivery.state, delivery.attempts, delivery.worker) == ("running", 2, "w2")
+    assert delivery.due_at == pytest.approx(at + 50, abs=1e-3)  # w2's lease expires then
+    status_before = queue.status(now=at + 21)
+
+    late = outcome(
+        stale, kind, at=at + 21, retry_at=at + 22 if kind == "retry" else None, started=started
+    )
+    if via == "record":
+        queue.record([late], owner="w1", now=at + 21)
+    else:
+        batch = queue.lease(routing_for(), owner="w1", limit=10, outcomes=[late], now=at + 21)
+        assert batch.leases == []  # the delivery is still w2's: nothing to take
+
+    assert queue.event(event_id, now=at + 21) == before  # row, due time, history: unchanged
+    assert queue.dead_letters() == []
+    status = queue.status(now=at + 21)
+    assert (status.running, status.pending, status.retrying, status.dead) == (
+        status_before.running,
+        status_before.pending,
+        status_before.retrying,
+        status_before.dead,
+    )
+    assert take(queue, now=at + 23, owner="w3") == []  # not due again before w2's lease ends
+
+    # The current attempt still records its own outcome.
+    queue.record([outcome(current, "done", at=at + 30)], owner="w2", now=at + 30)
+    assert delivery_state(queue, event_id, at + 31) == "done"
+    assert history(queue, event_id) == [(1, "lost"), (2, "done")]
+
+
+def test_a_stale_renewal_returns_0_and_leaves_the_current_lease_as_it_was(queue: Queue) -> None:
+    at = time.time() - 600
+    event_id, stale, current = _taken_over(queue, at)
+    before = queue.event(event_id, now=at + 21)
+
+    assert queue.renew([(stale, at + 1000)], now=at + 21) == 0
+
+    assert queue.event(event_id, now=at + 21) == before
+    assert queue.next_due() == pytest.approx(at + 50, abs=1e-3)
+    # Renewing both: only the held one counts, and only it is extended.
+    assert queue.renew([(stale, at + 2000), (current, at + 100)], now=at + 21) == 1
+    assert queue.next_due() == pytest.approx(at + 100, abs=1e-3)
+    assert take(queue, now=at + 99, owner="w3") == []
+    (third,) = take(queue, now=at + 101, owner="w3")
+    assert third.attempt == 3
 
 
 # Outcomes

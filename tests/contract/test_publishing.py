@@ -95,3 +95,56 @@ def test_a_delayed_event_is_scheduled_and_not_leased_before_it_is_due(queue: Que
     assert take(queue, now=at + 3599) == []
     (lease,) = take(queue, now=at + 3600)
     assert lease.event_id == delayed
+
+
+# Keys are compared exactly, byte for byte of their UTF-8: no case folding, no Unicode
+# normalisation, no trimming. Each pair below is two different keys.
+DISTINCT_KEYS = [
+    pytest.param("Order-42", "order-42", id="case"),
+    pytest.param("ORDER-42", "order-42", id="upper-case"),
+    pytest.param("caf\u00e9", "cafe\u0301", id="nfc-vs-nfd"),
+    pytest.param("\ufb01le-7", "file-7", id="nfkc-ligature"),
+    pytest.param("order-42", "order-42 ", id="trailing-space"),
+    pytest.param("order-42", " order-42", id="leading-space"),
+    pytest.param("stra\u00dfe", "strasse", id="casefold"),
+]
+
+
+@pytest.mark.parametrize(("first_key", "second_key"), DISTINCT_KEYS)
+def test_idempotency_keys_are_compared_exactly(
+    queue: Queue, first_key: str, second_key: str
+) -> None:
+    at = time.time() - 60
+    first = publish(queue, "order.paid", at=at, key=first_key, payload={"n": 1})
+    second = publish(queue, "order.paid", at=at + 1, key=second_key, payload={"n": 2})
+
+    assert second != first
+    # Each key still finds its own event, and only its own.
+    assert publish(queue, "order.paid", at=at + 2, key=first_key) == first
+    assert publish(queue, "order.paid", at=at + 3, key=second_key) == second
+    assert queue.status().published == 2
+    for event_id, key, n in ((first, first_key, 1), (second, second_key, 2)):
+        record = queue.event(event_id)
+        assert record is not None
+        assert record.key == key  # stored as given
+        assert json.loads(record.payload) == {"n": n}
+    assert sorted(lease.event_id for lease in take(queue, now=at + 4)) == sorted([first, second])
+
+
+@pytest.mark.parametrize(("first_key", "second_key"), DISTINCT_KEYS)
+def test_idempotency_keys_within_one_publish_are_compared_exactly(
+    queue: Queue, first_key: str, second_key: str
+) -> None:
+    at = time.time() - 60
+    events = [
+        prepare("order.paid", payload={"n": 1}, key=first_key, now=at),
+        prepare("order.paid", payload={"n": 2}, key=second_key, now=at),
+        prepare("order.paid", payload={"n": 3}, key=first_key, now=at),
+    ]
+
+    ids = queue.publish(events, now=at)
+
+    assert ids == [events[0].id, events[1].id, events[0].id]
+    assert sorted(record.key or "" for record in queue.events(limit=None)) == sorted(
+        [first_key, second_key]
+    )

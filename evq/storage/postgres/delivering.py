@@ -34,7 +34,9 @@ def shard_of(owner: str) -> int:
 
 def row_id(text: str) -> int | None:
     """Return the row id an opaque id names, or None if it names no row of this backend."""
-    if not text.isascii() or not text.isdigit():
+    # Only the one way evq writes a number ("7", never "007"): ids are opaque text, and "07"
+    # is not an id this backend gave out.
+    if not text.isascii() or not text.isdigit() or (text[0] == "0" and text != "0"):
         return None
     value = int(text)
     return value if value <= _MAX_ROW_ID else None
