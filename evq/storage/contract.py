@@ -166,17 +166,25 @@ class EventSelection(NamedTuple):
     """Which stored events an inspection or a replay is about; None selects everything.
 
     `name` is a subscription pattern (`order.*`); `since` and `until` bound `published_at`
-    (`since` included, `until` excluded).
+    (`since` included, `until` excluded). `before` is an event id: only events whose ids sort
+    before it (ids sort by publish time), the cursor of a newest-first listing's next page,
+    which stays exact when many events share one publish time.
     """
 
     name: str | None = None
     since: float | None = None
     until: float | None = None
+    before: str | None = None
 
     @property
     def everything(self) -> bool:
         """Whether this selects every stored event."""
-        return self.name is None and self.since is None and self.until is None
+        return (
+            self.name is None
+            and self.since is None
+            and self.until is None
+            and (self.before is None)
+        )
 
 
 class WorkerRecord(NamedTuple):

@@ -7,8 +7,9 @@ import time
 import pytest
 
 from contract.steps import OWNER, every_state, finish, outcome, publish, routing_for, take
+from evq.ids import new_event_ids
 from evq.storage import rules
-from evq.storage.contract import DELIVERY_STATES, EventSelection, Queue
+from evq.storage.contract import DELIVERY_STATES, EventSelection, NewEvent, Queue
 
 # Status
 
@@ -172,6 +173,44 @@ def test_since_and_until_compare_the_publish_time_exactly_within_a_millisecond(
     assert ids(EventSelection(until=at)) == {before}
     assert ids(EventSelection(since=at - 0.0002, until=at + 0.0002)) == {exact, before}
     assert ids(EventSelection(since=0, until=4e12)) == {after, exact, before}
+
+
+def test_pages_of_events_follow_the_before_cursor_without_gaps_or_repeats(
+    queue: Queue,
+) -> None:
+    at = time.time() - 60
+    # A batch shares one publish time: a cursor on the time alone would skip some of it.
+    queue.publish(
+        [
+            NewEvent(id=i, name="order.created", payload="{}", published_at=at, due_at=at)
+            for i in new_event_ids(7)
+        ],
+        now=at,
+    )
+    publish(queue, "user.created", at=at + 1)
+    every_id = [event.id for event in queue.events(limit=None)]
+    assert len(every_id) == 8
+
+    for state in (None, "pending"):
+        pages: list[list[str]] = []
+        before: str | None = None
+        while True:
+            page = [
+                event.id
+                for event in queue.events(
+                    EventSelection(before=before), status=state, limit=3, now=at + 2
+                )
+            ]
+            if not page:
+                break
+            pages.append(page)
+            before = page[-1]
+        assert [len(page) for page in pages] == [3, 3, 2]
+        assert [i for page in pages for i in page] == every_id
+    orders = [e.id for e in queue.events(EventSelection(name="order.*"), limit=None)]
+    assert [e.id for e in queue.events(EventSelection(name="order.*", before=orders[2]))] == (
+        orders[3:]
+    )
 
 
 def test_one_event_comes_with_every_delivery_and_its_history(queue: Queue) -> None:

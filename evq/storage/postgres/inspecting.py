@@ -198,6 +198,9 @@ def event_filter(selection: EventSelection) -> tuple[str, list[Any]]:
     if selection.until is not None:
         clauses.append("e.id < %s AND e.published_at < %s")
         params.extend([event_id_floor(selection.until + _ID_TIME_MARGIN), selection.until])
+    if selection.before is not None:
+        clauses.append("e.id < %s")
+        params.append(selection.before)
     return " AND ".join(clauses), params
 
 

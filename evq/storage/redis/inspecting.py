@@ -141,7 +141,10 @@ def events(
 ) -> list[EventRecord]:
     """The selected events, newest first, each with its delivery counts by state."""
     if state is not None and state != "done":
-        candidates: Iterable[str] = sorted(_with_state(connection, state, now), reverse=True)
+        ids = _with_state(connection, state, now)
+        if selection.before is not None:
+            ids = {i for i in ids if i < selection.before}
+        candidates: Iterable[str] = sorted(ids, reverse=True)
     else:
         candidates = _walk_selection(connection, selection, reverse=True)
     found: list[EventRecord] = []
@@ -169,6 +172,8 @@ def _selected(record: EventRecord, selection: EventSelection) -> bool:
         if not matches(selection.name, record.name):
             return False
     if selection.since is not None and record.published_at < selection.since:
+        return False
+    if selection.before is not None and record.id >= selection.before:
         return False
     return selection.until is None or record.published_at < selection.until
 
@@ -222,6 +227,8 @@ def _walk_selection(
     high = "+" if selection.until is None else "(" + _floor(selection.until + _ID_TIME_MARGIN)
     if after is not None:
         low = "(" + after if low == "-" or after >= low[1:] else low
+    if selection.before is not None and (high == "+" or selection.before < high[1:]):
+        high = "(" + selection.before
     walks = [_walk(connection, key, low, high, reverse=reverse) for key in keys]
     if len(walks) == 1:
         return walks[0]

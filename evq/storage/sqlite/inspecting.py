@@ -234,6 +234,9 @@ def event_filter(conn: sqlite3.Connection, selection: EventSelection) -> tuple[s
     if selection.until is not None:
         clauses.append("e.id < ? AND e.published_at < ?")
         params.extend([event_id_floor(selection.until + _ID_TIME_MARGIN), selection.until])
+    if selection.before is not None:
+        clauses.append("e.id < ?")
+        params.append(selection.before)
     return " AND ".join(clauses), params
 
 
