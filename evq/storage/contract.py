@@ -292,6 +292,15 @@ class DeadLetter(NamedTuple):
     published_at: float
 
 
+class MinuteCount(NamedTuple):
+    """The deliveries that finished in one minute (from `minute`, a Unix time, on for 60 s):
+    `delivered` done, `failed` attempts that failed (retried or dead)."""
+
+    minute: float
+    delivered: int
+    failed: int
+
+
 class StoredCounts(NamedTuple):
     """How many deliveries a backend holds in one stored state, split as `rules.user_state`
     needs it: by whether they failed before and whether they are due after `now`."""
@@ -454,6 +463,12 @@ class Queue(Protocol):
         """Return counts, the oldest wait, throughput and the workers seen lately, from one
         consistent read. Lazy: a backend may count from counters and indexes, and must stay
         instant with millions of finished events stored."""
+        ...
+
+    def finished_per_minute(self, *, minutes: int, now: float | None = None) -> list[MinuteCount]:
+        """Return the deliveries finished in each minute of the last `minutes` minutes and the
+        current one, oldest first, from the delivery statistics (a minute without any is left
+        out). Cheap: at most `minutes` * 60 statistics rows are read."""
         ...
 
     def events(

@@ -9,7 +9,7 @@ import pytest
 from contract.steps import OWNER, every_state, finish, outcome, publish, routing_for, take
 from evq.ids import new_event_ids
 from evq.storage import rules
-from evq.storage.contract import DELIVERY_STATES, EventSelection, NewEvent, Queue
+from evq.storage.contract import DELIVERY_STATES, EventSelection, MinuteCount, NewEvent, Queue
 
 # Status
 
@@ -30,6 +30,24 @@ def test_status_counts_events_and_deliveries_in_every_state(queue: Queue) -> Non
     # Done, dead and retry all finished at - 10.
     assert (status.delivered_last_minute, status.failed_last_minute) == (1, 2)
     assert queue.status(now=at + 120).delivered_last_minute == 0
+
+
+def test_finished_per_minute_counts_the_deliveries_of_each_minute_of_the_last_hour(
+    queue: Queue,
+) -> None:
+    at = time.time()
+    every_state(queue, at=at)  # done, dead and retrying finished at at - 10
+    publish(queue, "order.created", at=at - 1800)
+    finish(queue, take(queue, now=at - 1800), "done", at=at - 1800)
+
+    minutes = queue.finished_per_minute(minutes=60, now=at)
+
+    assert minutes == [
+        MinuteCount(float(int(at - 1800) // 60 * 60), 1, 0),
+        MinuteCount(float(int(at - 10) // 60 * 60), 1, 2),
+    ]
+    assert queue.finished_per_minute(minutes=10, now=at) == minutes[1:]
+    assert queue.finished_per_minute(minutes=60, now=at + 7200) == []
 
 
 def test_oldest_due_at_is_none_when_nothing_waits(queue: Queue) -> None:

@@ -25,6 +25,7 @@ from evq.storage.contract import (
     DeliveryState,
     EventRecord,
     EventSelection,
+    MinuteCount,
     QueueStatus,
     StoredCounts,
     WorkerRecord,
@@ -127,6 +128,24 @@ def server_time(connection: Connection) -> float:
     """The server's clock."""
     seconds, micros = connection.call("read the time", lambda client: client.time())
     return float(seconds) + float(micros) / 1e6
+
+
+def finished_per_minute(connection: Connection, minutes: int, now: float) -> list[MinuteCount]:
+    """Deliveries finished per minute since `minutes` whole minutes before now's minute, from
+    the per-second fields of the statistics hash (one HMGET)."""
+    start = (int(now) // 60 - minutes) * 60
+    seconds = range(start, int(now) + 1)
+    fields = [f"{kind}:{second}" for second in seconds for kind in ("done", "failed")]
+    key = connection.base + "stats"
+    values = connection.call("read the statistics", lambda client: client.hmget(key, fields))
+    per_minute: dict[int, list[int]] = {}
+    for index, second in enumerate(seconds):
+        done, failed = values[2 * index], values[2 * index + 1]
+        if done or failed:
+            counts = per_minute.setdefault(second // 60 * 60, [0, 0])
+            counts[0] += int(done or 0)
+            counts[1] += int(failed or 0)
+    return [MinuteCount(float(m), done, failed) for m, (done, failed) in sorted(per_minute.items())]
 
 
 # Events
