@@ -226,7 +226,7 @@ def event_log(
     form = f"""<form class="filters" method="get" action="{page.prefix}/events">
 <label>Name <input name="name" value="{escape(filters.name)}" placeholder="order.*"></label>
 <label>Since <input name="since" value="{escape(filters.since)}"
- placeholder="2h or 2024-05-01T12:00Z"></label>
+ placeholder="2h, 2024-05-01"></label>
 <label>Until <input name="until" value="{escape(filters.until)}" placeholder="now"></label>
 <label>Status <select name="status"><option value="">any</option>{options}</select></label>
 <button type="submit">Filter</button>
