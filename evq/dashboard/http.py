@@ -60,6 +60,9 @@ class Request:
     def form(self) -> dict[str, list[str]]:
         """Return the fields of a POSTed urlencoded form."""
         if self._form is None:
+            kind = str(self.environ.get("CONTENT_TYPE") or "").split(";", 1)[0].strip().lower()
+            if kind not in ("", "application/x-www-form-urlencoded"):
+                raise HttpError(415, "send the form as application/x-www-form-urlencoded")
             try:
                 length = int(self.environ.get("CONTENT_LENGTH") or 0)
             except ValueError:
