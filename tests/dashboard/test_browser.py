@@ -24,8 +24,10 @@ TIMEOUT_MS = 30_000
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # Pages refresh themselves every 2 to 5 s, and a worker delivers meanwhile.
+    expect.set_options(timeout=TIMEOUT_MS)
     if not CHROMIUM.exists():
         pytest.fail("the browser tests need Debian's chromium: apt-get install -y chromium")
     with sync_playwright() as playwright:
@@ -151,6 +153,26 @@ def test_the_overview_changes_without_a_reload_when_an_event_is_published_from_t
     sqlite_shop.publish("order.created", {"order_id": 1043})
 
     expect(_card(page, "published")).to_have_text("4")
+    assert page.evaluate("window.stillTheSamePage") is True
+
+
+def test_the_event_log_and_dead_letters_update_without_a_reload(
+    sqlite_shop: Shop, page: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    served = serve(sqlite_shop.url)
+    page.goto(served.base + "/events")
+    expect(page.locator("main table tbody tr")).to_have_count(3)
+    page.evaluate("window.stillTheSamePage = true")
+    sqlite_shop.publish("invoice.requested", {"order_id": 1043})
+    expect(page.locator("main table tbody tr")).to_have_count(4)
+
+    page.click("nav >> text=Dead letters")
+    page.evaluate("window.stillTheSamePage = true")
+    expect(page.locator("main table tbody tr")).to_have_count(2)  # the worker failed it too
+    sqlite_shop.publish("invoice.requested", {"order_id": 1044})
+    expect(page.locator("main table tbody tr")).to_have_count(3)
     assert page.evaluate("window.stillTheSamePage") is True
 
 
