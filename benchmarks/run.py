@@ -18,6 +18,8 @@ What is measured (the definitions of issue 5):
 * drain: ``size`` events x 3 receivers, published first (not timed); then ``evq worker
   --burst`` (or ``huey_consumer``) starts and the clock runs from just before the spawn to the
   last receiver's timestamp. 1 thread, 4 threads, 2 processes; default settings and logging.
+* observability: the same drain (4 threads, 2 processes) with ``--metrics-port`` and with
+  ``--log-format json``, each against the same worker without them, interleaved.
 * latency: a worker (1 thread, 1 receiver) idle for ``--idle`` seconds, then events published
   one at a time with random gaps; ``publish()`` returning to the receiver starting. The
   worker's CPU over the idle period is the idle CPU figure.
@@ -95,7 +97,7 @@ EVENT_NAME = "order.created"
 RECEIVERS = 3
 WARMUP_SEQ = 9_999_999_999  # Fits the record's 10 digits; never a measured sequence number.
 LEASE_LIMIT = 16  # The worker's default --prefetch.
-SECTIONS = ("publish", "drain", "latency", "cli", "memory", "scale")
+SECTIONS = ("publish", "drain", "observability", "latency", "cli", "memory", "scale")
 _STARTED = time.monotonic()
 
 
@@ -507,12 +509,14 @@ _DRAIN_CONFIGS = (
 )
 
 
-def _evq_drain_once(tmp: str, n: int, workers: int, kind: str, timeout: float) -> dict[str, float]:
+def _evq_drain_once(
+    tmp: str, n: int, workers: int, kind: str, timeout: float, extra: Sequence[str] = ()
+) -> dict[str, float]:
     app = _EvqApp(tmp)
     _publish_backlog(app.db_path, n)
     expected = n * RECEIVERS
     start = time.time()  # Wall clock: compared with time.time() written by the receivers.
-    proc = app.start_worker("--burst", "--workers", str(workers), "--worker-type", kind)
+    proc = app.start_worker("--burst", "--workers", str(workers), "--worker-type", kind, *extra)
     try:
         returncode = proc.wait(timeout)
     finally:
@@ -562,6 +566,55 @@ def bench_drain(report: Report, sizes: Sizes, tmp_root: str | None) -> None:
         report.target(
             f"drain {label} >= 2x raw huey deliveries/s", comparison.ratio, "x", 2.0, at_most=False
         )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# What the observability options cost a draining worker, against the same drain without them.
+_OBSERVABILITY_OPTIONS: tuple[tuple[str, Callable[[], list[str]]], ...] = (
+    ("plain logs", lambda: []),
+    ("--metrics-port", lambda: ["--metrics-port", str(_free_port())]),
+    ("--log-format json", lambda: ["--log-format", "json"]),
+)
+
+
+def bench_observability(report: Report, sizes: Sizes, tmp_root: str | None) -> None:
+    n = sizes.events
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+    timeout = 60.0 + n * RECEIVERS / 50.0
+    configs = [c for c in _DRAIN_CONFIGS if c[0] != "1 thread"]
+    with _tempdir(tmp_root, "bench-evq-") as tmp:
+        for r in range(sizes.repeats):
+            for label, workers, kind in configs:
+                for option, extra in _OBSERVABILITY_OPTIONS:
+                    _log(f"observability: repeat {r + 1}/{sizes.repeats}, {label}, {option}")
+                    run_dir = tempfile.mkdtemp(dir=tmp)
+                    runs.setdefault((label, option), []).append(
+                        _evq_drain_once(run_dir, n, workers, kind, timeout, extra())
+                    )
+                    shutil.rmtree(run_dir, ignore_errors=True)
+    s = "observability"
+    for label, _, _ in configs:
+        rows = {
+            option: report.add(
+                s,
+                f"evq {label} {option}, {n:,} events x {RECEIVERS} receivers",
+                "deliveries/s",
+                [x["deliveries_per_s"] for x in runs[(label, option)]],
+            )
+            for option, _ in _OBSERVABILITY_OPTIONS
+        }
+        for option, _ in _OBSERVABILITY_OPTIONS[1:]:
+            report.compare(
+                f"drain {label}: {option} / plain logs", rows[option], rows["plain logs"]
+            )
 
 
 # --------------------------------------------------------------------------- 3. latency
@@ -1078,6 +1131,7 @@ def _use_bytecode_cache() -> None:
 BENCHES: dict[str, Callable[[Report, Sizes, str | None], None]] = {
     "publish": bench_publish,
     "drain": bench_drain,
+    "observability": bench_observability,
     "latency": bench_latency,
     "cli": bench_cli,
     "memory": bench_memory,

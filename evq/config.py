@@ -135,6 +135,14 @@ def configure(
     return _settings
 
 
+def replace_settings(settings: Settings | None) -> Settings | None:
+    """Put `settings` in force (None: the environment's, read again on next use) and return
+    those `configure()` had put in force before (None if none), to put them back later."""
+    global _settings
+    previous, _settings = _settings, settings
+    return previous
+
+
 def reset() -> None:
     """Forget `configure()` changes and read the environment again on next use (for tests)."""
     global _settings

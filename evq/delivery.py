@@ -28,14 +28,31 @@ class DeliveryTimeout(Exception):
     """Raised inside a receiver that ran longer than its subscription's `timeout`."""
 
 
-def attempt(lease: Lease, subscription: Subscription | None) -> Outcome:
+def run(
+    lease: Lease, subscription: Subscription | None, *, clock: Callable[[], float] = time.time
+) -> Outcome:
+    """Run one leased attempt and return its outcome, whatever happens: a delivery that
+    cannot even be attempted (a damaged row, a bug in evq) is a dead letter. The worker and
+    `evq.testing` both deliver through here; `clock` tells the time of the outcome and of its
+    retry (a test's clock may run ahead of the process's)."""
+    try:
+        return attempt(lease, subscription, clock=clock)
+    except Exception as exc:
+        # Without an outcome, the worker's heartbeat would keep this lease alive for ever.
+        return undeliverable(lease, exc, clock=clock)
+
+
+def attempt(
+    lease: Lease, subscription: Subscription | None, *, clock: Callable[[], float] = time.time
+) -> Outcome:
     """Run one attempt of `lease` and return its outcome."""
     if subscription is None:
-        return _dead(lease, None, f"receiver {lease.receiver} is not registered with the worker")
+        error = f"receiver {lease.receiver} is not registered with the worker"
+        return _dead(lease, None, error, clock)
     try:
         payload = decode_payload(lease.payload)
     except InvalidPayload as exc:
-        return _dead(lease, None, str(exc))
+        return _dead(lease, None, str(exc), clock)
     event = Event(
         id=lease.event_id,
         name=lease.name,
@@ -43,22 +60,27 @@ def attempt(lease: Lease, subscription: Subscription | None) -> Outcome:
         published_at=timestamp_to_datetime(lease.published_at),
         attempt=lease.attempt - lease.attempt_base,
     )
-    started = time.time()
+    started = clock()
     try:
         _call(subscription, event)
     except KeyboardInterrupt:
         # The worker is stopping now: give the delivery back for another worker to take.
-        return Outcome(lease, "release", started, time.time())
+        return Outcome(lease, "release", started, clock())
     except BaseException as exc:
-        return failure(lease, subscription, exc, started=started)
-    return Outcome(lease, "done", started, time.time())
+        return failure(lease, subscription, exc, started=started, clock=clock)
+    return Outcome(lease, "done", started, clock())
 
 
 def failure(
-    lease: Lease, subscription: Subscription, exc: BaseException, *, started: float | None
+    lease: Lease,
+    subscription: Subscription,
+    exc: BaseException,
+    *,
+    started: float | None,
+    clock: Callable[[], float] = time.time,
 ) -> Outcome:
     """Return the outcome of an attempt that raised `exc`: a retry or a dead letter."""
-    now = time.time()
+    now = clock()
     error = _describe(exc, subscription)
     details = _text("".join(traceback.format_exception(exc)))
     failures = lease.failures + 1
@@ -77,12 +99,14 @@ def failure(
     )
 
 
-def undeliverable(lease: Lease, exc: Exception) -> Outcome:
+def undeliverable(
+    lease: Lease, exc: Exception, *, clock: Callable[[], float] = time.time
+) -> Outcome:
     """Return the dead letter of a delivery that failed before its receiver was called."""
     error = f"cannot deliver: {_describe_error(exc)}"
     details = _text("".join(traceback.format_exception(exc)))
     return Outcome(
-        lease, "dead", None, time.time(), error=error, traceback=details, counts_as_failure=False
+        lease, "dead", None, clock(), error=error, traceback=details, counts_as_failure=False
     )
 
 
@@ -102,8 +126,8 @@ def retry_delay(subscription: Subscription, failures: int) -> float:
 # Private
 
 
-def _dead(lease: Lease, started: float | None, error: str) -> Outcome:
-    return Outcome(lease, "dead", started, time.time(), error=error, counts_as_failure=False)
+def _dead(lease: Lease, started: float | None, error: str, clock: Callable[[], float]) -> Outcome:
+    return Outcome(lease, "dead", started, clock(), error=error, counts_as_failure=False)
 
 
 def _describe(exc: BaseException, subscription: Subscription) -> str:

@@ -70,6 +70,14 @@ class OutboxUnsupported(InvalidInput):
     the caller's transaction."""
 
 
+class MissingExtra(InvalidInput):
+    """An option that needs an optional extra which is not installed (`pip install 'evq[...]'`)."""
+
+
+class MetricsPortUnavailable(InvalidInput):
+    """`evq worker --metrics-port` names a port that cannot be listened on (one in use)."""
+
+
 class StorageError(EvqError):
     """The queue's storage failed (disk full, corrupt file, ...)."""
 

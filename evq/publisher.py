@@ -174,6 +174,14 @@ def queue() -> Queue:
         return _queues[url]
 
 
+def forget_queue(url: str) -> None:
+    """Close and forget this process's handle on the queue at `url`, if it has one."""
+    with _queues_lock:
+        handle = _queues.pop(url, None)
+    if handle is not None:
+        handle.close()
+
+
 def prepare_many(
     items: list[Any], /, *, delay: Delay = None, batch_size: int = 1000
 ) -> list[list[NewEvent]]:

@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from huey import Huey
@@ -412,6 +412,9 @@ class EvqHuey(Huey):  # type: ignore[misc]
         wrapper = self.task(name=TASK_NAME)(_deliver)
         self.storage.task_name = self._registry.task_to_string(wrapper.task_class)
         self.delivered = 0
+        # Called with each outcome, in the thread (or forked process) that ran the attempt:
+        # metrics, for one. Add them before `run()` forks process workers.
+        self.outcome_listeners: list[Callable[[Outcome], None]] = []
 
     def execute(self, task: Any, timestamp: Any = None) -> None:
         """Run one leased attempt and hand its outcome to the storage."""
@@ -419,16 +422,14 @@ class EvqHuey(Huey):  # type: ignore[misc]
         subscription = self.storage.receivers.subscription(lease.receiver)
         self._tasks_in_flight.add(task)
         try:
-            outcome = delivery.attempt(lease, subscription)
-        except Exception as exc:
-            # The receiver could not even be called (a damaged row, or a bug in evq): without
-            # an outcome, the heartbeat would keep this lease alive for ever.
-            outcome = delivery.undeliverable(lease, exc)
+            outcome = delivery.run(lease, subscription)
         finally:
             self._tasks_in_flight.discard(task)
         self.storage.finished(outcome)
         self.delivered += 1
         _log_outcome(outcome)
+        for listener in self.outcome_listeners:
+            listener(outcome)
 
 
 def _deliver(**kwargs: Any) -> None:  # pragma: no cover - EvqHuey.execute runs deliveries
@@ -658,14 +659,43 @@ def _log_outcome(outcome: Outcome) -> None:
     if outcome.started_at is not None:
         took = f" in {(outcome.finished_at - outcome.started_at) * 1000:.1f} ms"
     where = f"{lease.name} {lease.event_id} -> {lease.receiver} (attempt {lease.attempt})"
+    extra = {"delivery": delivery_fields(outcome)}  # for --log-format json
     if outcome.kind == "done":
-        logger.info("done     %s%s", where, took)
+        logger.info("done     %s%s", where, took, extra=extra)
     elif outcome.kind == "retry":
         wait = (outcome.retry_at or outcome.finished_at) - outcome.finished_at
         logger.warning(
-            "retry    %s%s: %s; next attempt in %.1f s", where, took, outcome.error, wait
+            "retry    %s%s: %s; next attempt in %.1f s",
+            where,
+            took,
+            outcome.error,
+            wait,
+            extra=extra,
         )
     elif outcome.kind == "dead":
-        logger.error("dead     %s%s: %s", where, took, outcome.error)
+        logger.error("dead     %s%s: %s", where, took, outcome.error, extra=extra)
     else:
-        logger.warning("released %s: the worker is stopping", where)
+        logger.warning("released %s: the worker is stopping", where, extra=extra)
+
+
+def delivery_fields(outcome: Outcome) -> dict[str, Any]:
+    """Return the fields of an outcome that a structured log line carries (`evq worker
+    --log-format json`): the event, the receiver, the attempt, its duration and error."""
+    lease = outcome.lease
+    fields: dict[str, Any] = {
+        "outcome": outcome.kind,
+        "event_id": lease.event_id,
+        "event_name": lease.name,
+        "receiver": lease.receiver,
+        "delivery_id": lease.delivery_id,
+        "attempt": lease.attempt,
+    }
+    if outcome.started_at is not None:
+        fields["duration_seconds"] = round(outcome.finished_at - outcome.started_at, 6)
+    if outcome.retry_at is not None:
+        fields["retry_in_seconds"] = round(max(0.0, outcome.retry_at - outcome.finished_at), 3)
+    if outcome.error is not None:
+        fields["error"] = outcome.error
+    if outcome.traceback is not None:
+        fields["traceback"] = outcome.traceback
+    return fields

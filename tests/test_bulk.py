@@ -1,20 +1,17 @@
-"""Bulk publish: `evq publish --jsonl FILE|-` and `evq.publish_many`."""
+"""Bulk publish: `evq publish --jsonl FILE|-` and `evq.publish_many`, on every backend."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
-from conftest import run_evq
+from conftest import assert_nothing_stored, run_evq, stored_events
 from terminal import run_in_terminal
 
 
-def stored(path: Path) -> list[tuple[str, str]]:
-    if not path.exists():
-        return []
-    with sqlite3.connect(path) as conn:
-        return conn.execute("SELECT id, name FROM evq_event ORDER BY seq").fetchall()
+def stored(url: str) -> list[tuple[str, str]]:
+    """The id and name of every stored event, oldest first."""
+    return [(event.id, event.name) for event in stored_events(url, deliveries=False)]
 
 
 def lines(count: int, *, bad_at: int | None = None, bad: str = "{oops") -> str:
@@ -28,7 +25,7 @@ def lines(count: int, *, bad_at: int | None = None, bad: str = "{oops") -> str:
 
 
 def test_every_line_is_published_in_order_and_its_id_printed(
-    queue_path: Path, tmp_path: Path
+    queue_url: str, tmp_path: Path
 ) -> None:
     source = tmp_path / "events.jsonl"
     source.write_text(lines(2500))
@@ -36,11 +33,11 @@ def test_every_line_is_published_in_order_and_its_id_printed(
     assert result.returncode == 0, result.stderr
     ids = result.stdout.split()
     assert len(ids) == 2500
-    assert [row[0] for row in stored(queue_path)] == ids
+    assert [row[0] for row in stored(queue_url)] == ids
     assert result.stderr == ""  # no progress bar when stderr is not a terminal
 
 
-def test_lines_from_stdin_with_keys_and_json_output(queue_path: Path) -> None:
+def test_lines_from_stdin_with_keys_and_json_output(queue_url: str) -> None:
     text = "\n".join(
         json.dumps(item)
         for item in (
@@ -54,11 +51,11 @@ def test_lines_from_stdin_with_keys_and_json_output(queue_path: Path) -> None:
     document = json.loads(result.stdout)
     assert document["published"] == 3
     assert document["ids"][0] == document["ids"][2]  # the key was seen: the first id
-    assert len(stored(queue_path)) == 2
+    assert len(stored(queue_url)) == 2
 
 
 def test_a_bad_line_in_the_middle_stores_nothing_and_names_its_line(
-    queue_path: Path, tmp_path: Path
+    queue_url: str, tmp_path: Path
 ) -> None:
     for bad, message in (
         ("{oops", "not valid JSON"),
@@ -79,10 +76,10 @@ def test_a_bad_line_in_the_middle_stores_nothing_and_names_its_line(
         assert message in line
         assert line.endswith("nothing was published")
         assert result.stdout == ""
-        assert stored(queue_path) == []
+        assert stored(queue_url) == []
 
 
-def test_blank_lines_crlf_and_a_last_line_without_newline(queue_path: Path, tmp_path: Path) -> None:
+def test_blank_lines_crlf_and_a_last_line_without_newline(queue_url: str, tmp_path: Path) -> None:
     rows = [json.dumps({"name": "a.b", "payload": {"n": n}}) for n in range(2200)]
     text = "\r\n".join(rows[:1000]) + "\r\n\n  \n" + "\n".join(rows[1000:])  # no final newline
     source = tmp_path / "events.jsonl"
@@ -90,13 +87,12 @@ def test_blank_lines_crlf_and_a_last_line_without_newline(queue_path: Path, tmp_
     result = run_evq("publish", "--jsonl", str(source))
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.split()) == 2200
-    with sqlite3.connect(queue_path) as conn:
-        payloads = [row[0] for row in conn.execute("SELECT payload FROM evq_event ORDER BY seq")]
+    payloads = [event.payload for event in stored_events(queue_url, deliveries=False)]
     assert payloads == [json.dumps({"n": n}, separators=(",", ":")) for n in range(2200)]
 
 
 def test_a_bad_line_after_blank_lines_is_named_by_its_line_number(
-    queue_path: Path, tmp_path: Path
+    queue_url: str, tmp_path: Path
 ) -> None:
     good = json.dumps({"name": "a.b"})
     for bad, message in (
@@ -115,26 +111,26 @@ def test_a_bad_line_after_blank_lines_is_named_by_its_line_number(
         assert result.returncode == 2, result.stderr
         assert result.stderr == f"Error: line 2511: {message}; nothing was published\n"
         assert result.stdout == ""
-        assert stored(queue_path) == []
+        assert stored(queue_url) == []
 
 
-def test_a_missing_jsonl_file_is_bad_input(queue_path: Path, tmp_path: Path) -> None:
+def test_a_missing_jsonl_file_is_bad_input(queue_url: str, tmp_path: Path) -> None:
     result = run_evq("publish", "--jsonl", str(tmp_path / "missing.jsonl"))
     assert result.returncode == 2
     assert result.stderr.strip() == f"Error: --jsonl {tmp_path / 'missing.jsonl'}: no such file"
-    assert not queue_path.exists()
+    assert_nothing_stored(queue_url)
 
 
-def test_jsonl_with_a_name_is_a_usage_error(queue_path: Path) -> None:
+def test_jsonl_with_a_name_is_a_usage_error(queue_url: str) -> None:
     result = run_evq("publish", "a.b", "--jsonl", "-", input="")
     assert result.returncode == 2
     assert "--jsonl reads names and payloads from its input" in result.stderr
 
 
-def test_a_long_input_shows_progress_on_a_terminal(queue_path: Path, tmp_path: Path) -> None:
+def test_a_long_input_shows_progress_on_a_terminal(queue_url: str, tmp_path: Path) -> None:
     source = tmp_path / "events.jsonl"
     source.write_text(lines(30_000))
     result = run_in_terminal("publish", "--jsonl", str(source), "--json")
     assert result.returncode == 0, result.stdout
     assert "publishing" in result.stdout  # the bar, drawn on the terminal's stderr
-    assert len(stored(queue_path)) == 30_000
+    assert len(stored(queue_url)) == 30_000

@@ -33,7 +33,7 @@ def test_every_option_of_every_command_reads_an_evq_variable_shown_in_help() -> 
         assert "Show this message and exit" in help_text
 
 
-def test_an_option_is_read_from_its_environment_variable(queue_path: object) -> None:
+def test_an_option_is_read_from_its_environment_variable(queue_url: str) -> None:
     result = run_evq(
         "publish", "a.b", EVQ_PUBLISH_PAYLOAD='{"from": "env"}', EVQ_PUBLISH_AS_JSON="1"
     )

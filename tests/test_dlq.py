@@ -1,21 +1,20 @@
-"""Dead letters through the command line: list, show, redrive and purge."""
+"""Dead letters through the command line: list, show, redrive and purge, on every backend."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import calls, run_evq
+from conftest import calls, delivery_states, run_evq
 
 import evq
 from evq.cli import cli
 
 
 @pytest.fixture
-def dead_letters(queue_path: Path) -> list[str]:
+def dead_letters(queue_url: str) -> list[str]:
     """Three events whose deliveries all died: job.a, job.b and job.report.daily."""
     ids = [
         evq.publish("job.a", payload={"n": 1}),
@@ -31,11 +30,6 @@ def dead_list(**env: str) -> list[dict[str, object]]:
     assert result.returncode == 0, result.stderr
     rows: list[dict[str, object]] = json.loads(result.stdout)
     return rows
-
-
-def states(path: Path) -> dict[str, int]:
-    with sqlite3.connect(path) as conn:
-        return dict(conn.execute("SELECT state, count(*) FROM evq_delivery GROUP BY state"))
 
 
 def test_exhausted_deliveries_are_listed_with_event_receiver_and_error(
@@ -76,7 +70,7 @@ def test_show_of_an_unknown_id_is_bad_input(dead_letters: list[str]) -> None:
 
 
 def test_redrive_by_id_runs_the_delivery_again_with_a_fresh_attempt_count(
-    queue_path: Path, dead_letters: list[str]
+    tmp_path: Path, queue_url: str, dead_letters: list[str]
 ) -> None:
     delivery_id = next(r["id"] for r in dead_list() if r["name"] == "job.a")
     result = run_evq("dlq", "redrive", str(delivery_id))
@@ -87,11 +81,13 @@ def test_redrive_by_id_runs_the_delivery_again_with_a_fresh_attempt_count(
         run_evq("worker", "--burst", "--app", "tests.apps.flaky", EVQ_TEST_FIXED="1").returncode
         == 0
     )
-    log = (queue_path.parent / "calls.log").read_text().split()
+    log = (tmp_path / "calls.log").read_text().split()
     assert log[:3] == [dead_letters[0], "explode", "1"]  # attempt counts from 1 again
 
 
-def test_redrive_by_receiver_and_by_name(queue_path: Path, dead_letters: list[str]) -> None:
+def test_redrive_by_receiver_and_by_name(
+    tmp_path: Path, queue_url: str, dead_letters: list[str]
+) -> None:
     assert (
         run_evq(
             "dlq", "redrive", "--receiver", "tests.apps.flaky:report", "--dry-run"
@@ -106,12 +102,12 @@ def test_redrive_by_receiver_and_by_name(queue_path: Path, dead_letters: list[st
         run_evq("worker", "--burst", "--app", "tests.apps.flaky", EVQ_TEST_FIXED="1").returncode
         == 0
     )
-    assert len(calls(queue_path.parent / "calls.log")) == 4
-    assert states(queue_path) == {"done": 4}
+    assert len(calls(tmp_path / "calls.log")) == 4
+    assert delivery_states(queue_url) == {"done": 4}
 
 
 def test_redrive_needs_a_choice_and_unknown_ids_change_nothing(
-    queue_path: Path, dead_letters: list[str]
+    tmp_path: Path, queue_url: str, dead_letters: list[str]
 ) -> None:
     result = run_evq("dlq", "redrive")
     assert result.returncode == 2
@@ -120,17 +116,19 @@ def test_redrive_needs_a_choice_and_unknown_ids_change_nothing(
     result = run_evq("dlq", "redrive", str(delivery_id), "424242")
     assert result.returncode == 2
     assert result.stderr.strip() == "Error: not dead letters: 424242; nothing was changed"
-    assert states(queue_path) == {"dead": 4}
+    assert delivery_states(queue_url) == {"dead": 4}
 
 
-def test_purge_deletes_dead_letters_for_good(queue_path: Path, dead_letters: list[str]) -> None:
+def test_purge_deletes_dead_letters_for_good(
+    tmp_path: Path, queue_url: str, dead_letters: list[str]
+) -> None:
     assert run_evq("dlq", "purge", "--older-than", "30d").stdout.strip() == (
         "purged 0 dead letters"
     )
     delivery_id = dead_list()[0]["id"]
     assert run_evq("dlq", "purge", str(delivery_id)).stdout.strip() == "purged 1 dead letter"
     assert run_evq("dlq", "purge", "--all").stdout.strip() == "purged 3 dead letters"
-    assert states(queue_path) == {}
+    assert delivery_states(queue_url) == {}
     assert dead_list() == []
 
 
@@ -151,7 +149,7 @@ def test_dlq_on_a_missing_queue_says_so(tmp_path: Path) -> None:
     assert not (tmp_path / "nothing.db").exists()
 
 
-def test_an_error_message_that_is_not_valid_unicode_is_stored_escaped(queue_path: Path) -> None:
+def test_an_error_message_that_is_not_valid_unicode_is_stored_escaped(queue_url: str) -> None:
     evq.publish("weird.text", payload={})
     evq.publish("job.a", payload={"n": 1})
     result = run_evq("worker", "--burst", "--app", "tests.apps.flaky")

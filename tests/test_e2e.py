@@ -1,4 +1,5 @@
-"""End to end: `evq publish` and `evq worker --burst` as real processes on a real file."""
+"""End to end: `evq publish` and `evq worker --burst` as real processes, on every backend (and
+what only a queue file can show, on SQLite)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import sqlite3
 from pathlib import Path
 
 from click.testing import CliRunner
-from conftest import ROOT, calls, run_evq
+from conftest import ROOT, calls, run_evq, stored_events
 
 import evq
 from evq.cli import cli
 
 
-def test_every_event_reaches_every_matching_receiver_exactly_once(queue_path: Path) -> None:
+def test_every_event_reaches_every_matching_receiver_exactly_once(
+    queue_url: str, tmp_path: Path
+) -> None:
     ids = {}
     for name in ("order.created", "order.paid", "order.item.added", "user.created"):
         result = run_evq("publish", name, "--payload", '{"n": 1}')
@@ -35,25 +38,25 @@ def test_every_event_reaches_every_matching_receiver_exactly_once(queue_path: Pa
         (ids["order.item.added"], "audit"),
         (ids["user.created"], "audit"),
     }
-    counted = calls(queue_path.parent / "calls.log")
+    counted = calls(tmp_path / "calls.log")
     assert set(counted) == expected
     assert set(counted.values()) == {1}
 
 
-def test_async_receivers_are_awaited(queue_path: Path) -> None:
+def test_async_receivers_are_awaited(queue_url: str, tmp_path: Path) -> None:
     ids = {evq.publish("async.ping", payload={"n": n}) for n in range(3)}
     result = run_evq("worker", "--burst", "--app", "tests.apps.asyncapp")
     assert result.returncode == 0, result.stderr
-    assert set(calls(queue_path.parent / "calls.log")) == {(i, "remember") for i in ids}
+    assert set(calls(tmp_path / "calls.log")) == {(i, "remember") for i in ids}
 
 
-def test_the_worker_command_through_clirunner(queue_path: Path) -> None:
+def test_the_worker_command_through_clirunner(queue_url: str, tmp_path: Path) -> None:
     event_id = evq.publish("order.paid", payload={})
     result = CliRunner().invoke(
         cli, ["worker", "--burst", "--no-entry-points", "--app", "tests.apps.recorder"]
     )
     assert result.exit_code == 0, result.output
-    assert set(calls(queue_path.parent / "calls.log")) == {
+    assert set(calls(tmp_path / "calls.log")) == {
         (event_id, "bill"),
         (event_id, "ship"),
         (event_id, "audit"),
@@ -101,20 +104,20 @@ def test_the_queue_file_stops_growing_once_old_events_are_pruned(queue_path: Pat
     assert sizes[3] <= sizes[1] * 1.05, sizes
 
 
-def test_an_async_receivers_own_timeout_error_is_reported_as_its_own(queue_path: Path) -> None:
+def test_an_async_receivers_own_timeout_error_is_reported_as_its_own(queue_url: str) -> None:
     evq.publish("async.upstream", payload={})
     assert run_evq("worker", "--burst", "--app", "tests.apps.asyncapp").returncode == 0
-    with sqlite3.connect(queue_path) as conn:
-        error, details = conn.execute(
-            "SELECT last_error, traceback FROM evq_delivery"
-            " WHERE receiver = 'tests.apps.asyncapp:call_upstream'"
-        ).fetchone()
-    conn.close()
+    (event,) = stored_events(queue_url)
+    (delivery,) = [d for d in event.deliveries if d.receiver.endswith(":call_upstream")]
+    error, details = delivery.last_error, delivery.traceback
+    assert details is not None
     assert error == "TimeoutError: the upstream API took too long"
     assert "call_upstream" in details
 
 
-def test_the_quickstart_example_delivers_to_both_of_its_receivers(queue_path: Path) -> None:
+def test_the_quickstart_example_delivers_to_both_of_its_receivers(
+    queue_url: str, tmp_path: Path
+) -> None:
     example = str(ROOT / "examples" / "quickstart")
     assert (
         run_evq(

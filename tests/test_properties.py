@@ -187,7 +187,7 @@ def test_any_app_name_is_imported_or_refused_in_one_line(
     queue: Path, apps: list[str], worker: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The worker would log to the CliRunner's stream: these runs never get that far.
-    monkeypatch.setattr(evq.cli.worker, "_configure_logging", lambda quiet: None)
+    monkeypatch.setattr(evq.cli.worker, "_configure_logging", lambda *args: None)
     command = ["worker", "--burst", "--no-entry-points"] if worker else ["list-subscribers"]
     argv = [*command, *(arg for app in apps for arg in ("--app", app))]
     before = count_rows(queue)
@@ -204,7 +204,7 @@ def test_any_worker_options_are_refused_in_one_line(
     queue: Path, argv: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # With no subscription a worker stops before it runs: only its options are tested here.
-    monkeypatch.setattr(evq.cli.worker, "_configure_logging", lambda quiet: None)
+    monkeypatch.setattr(evq.cli.worker, "_configure_logging", lambda *args: None)
     argv = [
         "worker",
         *(a for a in argv if a not in ("--app", "--url", "--entry-points")),

@@ -1,10 +1,12 @@
-"""`evq replay` (deliver past events again) and retention (`evq prune`, and the worker's own)."""
+"""`evq replay` (deliver past events again) and retention (`evq prune`, and the worker's own),
+on every backend."""
 
 from __future__ import annotations
 
 import json
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,10 @@ AUDIT = "tests.apps.recorder:audit"
 
 
 @pytest.fixture
-def queue(queue_path: Path) -> Queue:
-    return open_queue(str(queue_path))
+def queue(queue_url: str) -> Iterator[Queue]:
+    handle = open_queue(queue_url)
+    yield handle
+    handle.close()
 
 
 def invoke(*args: str) -> Any:
@@ -34,7 +38,7 @@ def invoke(*args: str) -> Any:
 
 
 def test_replay_of_a_time_range_to_one_receiver_delivers_those_events_again(
-    queue: Queue, queue_path: Path
+    queue: Queue, tmp_path: Path
 ) -> None:
     now = time.time()
     old = publish(queue, "order.created", at=now - 7200)
@@ -48,7 +52,7 @@ def test_replay_of_a_time_range_to_one_receiver_delivers_those_events_again(
     assert (result.returncode, result.stdout) == (0, "Created 1 replay delivery.\n")
     assert run_evq("worker", "--burst", "--app", "tests.apps.recorder").returncode == 0
 
-    delivered = calls(queue_path.parent / "calls.log")
+    delivered = calls(tmp_path / "calls.log")
     assert delivered[(middle, "audit")] == 2
     assert delivered[(old, "audit")] == delivered[(new, "audit")] == 1
     assert delivered[(middle, "bill")] == delivered[(middle, "ship")] == 1
@@ -121,7 +125,7 @@ def test_prune_of_a_missing_queue_exits_2(tmp_path: Path) -> None:
 
 
 def test_worker_prunes_events_older_than_evq_retention_on_its_own(
-    queue: Queue, queue_path: Path
+    queue: Queue, tmp_path: Path
 ) -> None:
     old = every_state(queue, at=time.time() - 3 * DAY)
     worker = start_evq("worker", "--app", "tests.apps.recorder", EVQ_RETENTION="2d")

@@ -1,4 +1,5 @@
-"""`evq status`: counts, oldest wait, rate and workers, for people, scripts and health checks."""
+"""`evq status`: counts, oldest wait, rate and workers, for people, scripts and health checks,
+on every backend."""
 
 from __future__ import annotations
 
@@ -6,23 +7,25 @@ import json
 import signal
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import run_evq, start_evq
+from conftest import run_evq, start_evq, stored_events, without_warnings
 from contract.steps import every_state
 from terminal import run_in_terminal
-from workers import rows
 
 from evq.cli import cli
 from evq.storage import Queue, open_queue
 
 
 @pytest.fixture
-def queue(queue_path: Path) -> Queue:
-    return open_queue(str(queue_path))
+def queue(queue_url: str) -> Iterator[Queue]:
+    handle = open_queue(queue_url)
+    yield handle
+    handle.close()
 
 
 def invoke(*args: str) -> Any:
@@ -115,9 +118,9 @@ def test_status_on_a_terminal_draws_a_summary_for_people(queue: Queue) -> None:
     assert "deliveries/s over the last minute" in result.stdout
 
 
-def test_status_lists_only_workers_seen_in_the_last_30_seconds(
-    queue: Queue, queue_path: Path
-) -> None:
+def test_status_lists_only_workers_seen_in_the_last_30_seconds(queue_path: Path) -> None:
+    # On SQLite, whose heartbeat's time a test can move back; the rule is `rules`' own.
+    queue = open_queue(str(queue_path))
     queue.worker_seen(
         "fresh", hostname="h1", pid=1, started_at=time.time() - 60, info='{"receivers": ["m:f"]}'
     )
@@ -154,7 +157,7 @@ def test_status_check_exits_1_with_a_reason_when_there_are_dead_letters(
     result = run_evq("status", "--check")
 
     assert result.returncode == 1
-    assert result.stderr == "unhealthy: 1 dead letter (see `evq dlq list`)\n"
+    assert without_warnings(result.stderr) == "unhealthy: 1 dead letter (see `evq dlq list`)\n"
     assert result.stdout == ""
 
 
@@ -169,7 +172,7 @@ def test_status_check_exits_1_when_a_delivery_waited_longer_than_max_age(
 
     assert result.exit_code == 1
     assert "the oldest pending delivery has waited" in result.stderr
-    assert len(result.stderr.splitlines()) == 1
+    assert len(without_warnings(result.stderr).splitlines()) == 1
 
 
 def test_status_check_with_json_prints_the_document_too(queue: Queue) -> None:
@@ -222,10 +225,10 @@ def test_status_watch_json_prints_one_document_per_line(queue: Queue) -> None:
         check_status_document(document)
 
 
-def test_status_watch_and_check_together_are_a_usage_error(queue: Queue, queue_path: Path) -> None:
+def test_status_watch_and_check_together_are_a_usage_error(queue: Queue, queue_url: str) -> None:
     queue.publish([])
 
     result = invoke("status", "--watch", "--check")
 
     assert result.exit_code == 2
-    assert rows(queue_path, "SELECT count(*) FROM evq_event") == [(0,)]
+    assert stored_events(queue_url) == []

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import run_evq
+from conftest import assert_nothing_stored, run_evq, stored_events
 
 import evq
 from evq import subscriptions
@@ -120,7 +119,7 @@ def test_list_subscribers_filters_by_pattern_or_name() -> None:
     assert sorted(line.split("\t")[0] for line in result.stdout.splitlines()) == ["**", "order.**"]
 
 
-def test_an_unknown_app_module_is_bad_input(queue_path: Path) -> None:
+def test_an_unknown_app_module_is_bad_input(queue_url: str) -> None:
     for command in (["list-subscribers"], ["worker", "--burst"]):
         result = run_evq(*command, "--app", "tests.apps.no_such_module")
         assert result.returncode == 2, result.stderr
@@ -128,7 +127,7 @@ def test_an_unknown_app_module_is_bad_input(queue_path: Path) -> None:
         assert lines == [
             "Error: cannot import --app module 'tests.apps.no_such_module': no such module"
         ]
-    assert not queue_path.exists()
+    assert_nothing_stored(queue_url)
 
 
 def test_a_failing_subscriptions_module_is_reported_with_its_traceback() -> None:
@@ -175,11 +174,10 @@ def test_a_receiver_subscribed_twice_must_keep_the_same_options() -> None:
     assert [s.pattern for s in subscriptions.subscriptions()] == ["order.*", "payment.*"]
 
 
-def test_a_worker_without_subscriptions_refuses_to_start(queue_path: Path) -> None:
+def test_a_worker_without_subscriptions_refuses_to_start(queue_url: str) -> None:
     evq.publish("order.created", payload={})
     result = run_evq("worker", "--burst", "--no-entry-points")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("Error: no subscriptions loaded")
-    with sqlite3.connect(queue_path) as conn:
-        assert conn.execute("SELECT dispatched_at FROM evq_event").fetchone() == (None,)
-    conn.close()
+    (event,) = stored_events(queue_url, deliveries=False)
+    assert event.dispatched_at is None

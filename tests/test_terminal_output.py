@@ -1,9 +1,8 @@
-"""What a person at a terminal sees: tables, not tab-separated lines."""
+"""What a person at a terminal sees: tables, not tab-separated lines (on every backend)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from conftest import run_evq
@@ -12,7 +11,7 @@ from terminal import run_in_terminal, run_in_terminal_for
 import evq
 
 
-def test_list_subscribers_on_a_terminal_is_a_table(queue_path: Path) -> None:
+def test_list_subscribers_on_a_terminal_is_a_table(queue_url: str) -> None:
     result = run_in_terminal("list-subscribers", "--app", "tests.apps.flaky")
     assert result.returncode == 0, result.stdout
     assert "Pattern" in result.stdout and "Receiver" in result.stdout
@@ -20,7 +19,7 @@ def test_list_subscribers_on_a_terminal_is_a_table(queue_path: Path) -> None:
     assert "\t" not in result.stdout
 
 
-def test_dlq_list_on_a_terminal_is_a_table_with_ages(queue_path: Path) -> None:
+def test_dlq_list_on_a_terminal_is_a_table_with_ages(queue_url: str) -> None:
     evq.publish("job.a", payload={"n": 1})
     assert run_evq("worker", "--burst", "--app", "tests.apps.flaky").returncode == 0
     result = run_in_terminal("dlq", "list")
@@ -31,7 +30,7 @@ def test_dlq_list_on_a_terminal_is_a_table_with_ages(queue_path: Path) -> None:
 
 
 def test_the_worker_log_is_short_on_a_terminal_and_timestamped_when_redirected(
-    queue_path: Path,
+    queue_url: str,
 ) -> None:
     evq.publish("order.created", payload={})
     redirected = run_evq("worker", "--burst", "--app", "tests.apps.recorder")
@@ -58,7 +57,7 @@ def test_the_worker_log_is_short_on_a_terminal_and_timestamped_when_redirected(
     ],
 )
 def test_every_other_command_works_on_a_terminal_and_piped(
-    queue_path: Path, command: list[str]
+    queue_url: str, command: list[str]
 ) -> None:
     evq.publish("job.a", payload={"n": 1})
     assert run_evq("worker", "--burst", "--app", "tests.apps.flaky").returncode == 0
@@ -73,7 +72,7 @@ def test_every_other_command_works_on_a_terminal_and_piped(
     assert "\x1b[" not in piped.stdout
 
 
-def test_status_watch_redraws_in_place_on_a_terminal(queue_path: Path) -> None:
+def test_status_watch_redraws_in_place_on_a_terminal(queue_url: str) -> None:
     evq.publish("order.created", payload={})
     result = run_in_terminal_for(1.5, "status", "--watch", "--interval", "0.2")
     # Several refreshes, drawn over each other (cursor movement), not appended as new blocks.

@@ -19,12 +19,13 @@ from evq.worker import WorkerOptions, create_consumer
 
 
 @pytest.mark.timeout(60)
-def test_an_idle_worker_delivers_a_new_event(queue_path: Path) -> None:
-    with WorkerProcess(queue_path, "--app", "tests.apps.recorder", "-q"):
+def test_an_idle_worker_delivers_a_new_event(queue_url: str, tmp_path: Path) -> None:
+    # On every backend: each wakes its idle workers its own way.
+    with WorkerProcess(tmp_path / "evq", "--app", "tests.apps.recorder", "-q"):
         time.sleep(1.5)  # idle long enough for any back-off to have grown
         event_id = evq.publish("order.created", payload={})
-        wait_until(lambda: len(log_lines(queue_path.parent / "calls.log")) == 3, timeout=10)
-    assert {line[0] for line in log_lines(queue_path.parent / "calls.log")} == {event_id}
+        wait_until(lambda: len(log_lines(tmp_path / "calls.log")) == 3, timeout=10)
+    assert {line[0] for line in log_lines(tmp_path / "calls.log")} == {event_id}
 
 
 def held_open(queue_path: Path) -> list[str]:

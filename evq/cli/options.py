@@ -23,7 +23,22 @@ def url_option(f: F) -> F:
         show_default=True,
         metavar="URL",
         help="The queue: sqlite:///path/to.db, a plain path, or postgresql://user@host/db.",
+        callback=_outside_this_process,
     )(f)
+
+
+def _outside_this_process(ctx: click.Context, param: click.Parameter, url: str) -> str:
+    # A memory:// queue lives inside one Python process: a command, a process of its own,
+    # would publish events no worker ever sees, or work on a queue nothing published to.
+    if url.partition("://")[0].lower() == "memory" and "://" in url:
+        from evq.errors import InvalidStorageURL
+
+        raise InvalidStorageURL(
+            f"{url} is a queue inside one Python process (for tests: see evq.testing);"
+            f" `{ctx.command_path}` runs in a process of its own and would never share it:"
+            " use a SQLite file or a server URL"
+        )
+    return url
 
 
 def app_option(f: F) -> F:

@@ -58,6 +58,14 @@ _WORKER_COLUMNS = [
     show_default=True,
     help="With --check: the longest a due delivery may wait for a worker (at most 36500d).",
 )
+@click.option(
+    "--format",
+    "exposition",
+    type=click.Choice(["prometheus"]),
+    envvar="EVQ_STATUS_FORMAT",
+    help="Print the queue's gauges once in the Prometheus text format, for a cron job or"
+    " node_exporter's textfile collector (needs the prometheus extra).",
+)
 @output_options
 @url_option
 def status(
@@ -65,6 +73,7 @@ def status(
     interval: float,
     check: bool,
     max_age: float,
+    exposition: str | None,
     output_format: str | None,
     url: str,
 ) -> None:
@@ -93,6 +102,13 @@ def status(
     """
     if watch and check:
         raise click.UsageError("--watch and --check cannot be used together")
+    if exposition is not None:
+        if watch or check or output_format is not None:
+            raise click.UsageError(
+                "--format prometheus cannot be used with --watch, --check, --json or --jsonl"
+            )
+        _print_prometheus(url)
+        return
     queue = open_queue(url, role="inspect", create=False)
     _warn(queue.status().warnings)
     if check:
@@ -166,6 +182,18 @@ def health(document: dict[str, Any], max_age: float) -> str | None:
 
 
 # Private
+
+
+def _print_prometheus(url: str) -> None:
+    from evq.metrics import exposition, queue_metrics  # without the extra: its error, first
+
+    queue = open_queue(url, role="inspect", create=False)
+    try:
+        snapshot = queue.status()
+    finally:
+        queue.close()
+    _warn(snapshot.warnings)
+    sys.stdout.write(exposition(queue_metrics(snapshot)))
 
 
 def _check(queue: Queue, max_age: float, output_format: str | None) -> None:

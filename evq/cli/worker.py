@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import click
 
 from evq import config
 from evq.cli.options import Duration, app_option, apply_settings, url_option
+
+if TYPE_CHECKING:
+    from evq.metrics import WorkerMetrics
 
 
 @click.command()
@@ -81,6 +84,24 @@ from evq.cli.options import Duration, app_option, apply_settings, url_option
     show_envvar=True,
     help="Log only retries, dead letters and errors, not every delivery.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=1, max=65535),
+    envvar="EVQ_WORKER_METRICS_PORT",
+    show_envvar=True,
+    metavar="PORT",
+    help="Serve Prometheus metrics on this port, on every interface (needs the prometheus"
+    " extra: pip install 'evq[prometheus]').",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["plain", "json"]),
+    default="plain",
+    show_default=True,
+    envvar="EVQ_LOG_FORMAT",
+    show_envvar=True,
+    help="plain: lines for people; json: one JSON object per line, for log collectors.",
+)
 @app_option
 @url_option
 def worker(
@@ -92,6 +113,8 @@ def worker(
     prefetch: int,
     entry_points: bool,
     quiet: bool,
+    metrics_port: int | None,
+    log_format: str,
     apps: tuple[str, ...],
     url: str,
 ) -> None:
@@ -108,7 +131,9 @@ def worker(
     from evq.storage import open_queue
 
     settings = apply_settings(url)
-    _configure_logging(quiet)
+    # The port first: if it cannot be served, the command stops before it touches the queue.
+    metrics = None if metrics_port is None else _serve_metrics(metrics_port, settings.url)
+    _configure_logging(quiet, log_format)
     loaded = subscriptions.load(subscriptions.split_apps(apps), entry_points=entry_points)
     # Create the queue now (or find that it cannot be used), with a clear error if not.
     queue = open_queue(settings.url, role="work")
@@ -147,6 +172,9 @@ def worker(
         log.info("loaded %s (%s)", module.module, module.source)
     for subscription in served:
         log.info("  %s -> %s", subscription.pattern, subscription.name)
+    if metrics is not None:
+        metrics.attach(consumer.huey)  # before run() forks any process worker
+        log.info("serving Prometheus metrics on port %d", metrics_port)
     started = time.monotonic()
     consumer.run()
     log.info(
@@ -158,7 +186,21 @@ def worker(
     if fatal is not None:
         from evq.errors import StorageError
 
+        if log_format == "json":  # a log collector gets this line too, as JSON
+            log.critical("the worker stopped: %s", fatal)
+            sys.exit(1)
+
         raise StorageError(f"the worker stopped: {fatal}")
+
+
+def _serve_metrics(port: int, url: str) -> WorkerMetrics:
+    """Serve Prometheus metrics on `port` until the command ends."""
+    from evq.metrics import WorkerMetrics
+
+    metrics = WorkerMetrics(url=url)
+    metrics.serve(port)
+    click.get_current_context().call_on_close(metrics.close)
+    return metrics
 
 
 def _version() -> str:
@@ -196,11 +238,18 @@ class _Formatter(logging.Formatter):
         return f"{_DIM}{stamp}{_RESET} {color}{message}{reset}"
 
 
-def _configure_logging(quiet: bool) -> None:
+def _configure_logging(quiet: bool, log_format: str = "plain") -> None:
     from evq.cli.output import is_terminal, use_color
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter(terminal=is_terminal(sys.stderr), color=use_color(sys.stderr)))
+    if log_format == "json":
+        from evq.cli.log_format import JSONFormatter
+
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(
+            _Formatter(terminal=is_terminal(sys.stderr), color=use_color(sys.stderr))
+        )
     for name in ("evq", "huey"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]

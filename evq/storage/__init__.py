@@ -3,7 +3,8 @@
 - `contract`: the types that cross the seam and the `Queue` protocol every backend implements,
   with what each method promises (atomic, fenced by a lease, lazy).
 - `rules`: the rules of the domain, written once: states, dead letters, replay, retention.
-- one package per backend: `sqlite` (a file; the default), `postgres` and `redis` (servers).
+- one package per backend: `sqlite` (a file; the default), `postgres` and `redis` (servers),
+  `memory` (inside one process, for tests: see `evq.testing`).
 
 Every module outside `evq.storage` gets its queue from `open_queue()`, and a backend's driver
 is imported only when a URL names it.
@@ -26,6 +27,7 @@ _BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "redis": ("evq.storage.redis", "RedisQueue", "redis"),
     "rediss": ("evq.storage.redis", "RedisQueue", "redis"),
     "unix": ("evq.storage.redis", "RedisQueue", "redis"),
+    "memory": ("evq.storage.memory", "MemoryQueue", None),
 }
 
 
@@ -34,9 +36,9 @@ def open_queue(url: str, *, role: Role = "publish", create: bool = True) -> Queu
 
     The scheme picks the backend: `sqlite:///path` or a plain path is SQLite,
     `postgresql://` or `postgres://` is PostgreSQL; `redis://`, `rediss://` and `unix://` are
-    Redis. `role` lets a
-    backend choose how durably to write (see `contract.Role`); with `create=False`, a queue
-    that does not exist yet is an error (`QueueNotFound`) instead of being created.
+    Redis; `memory://` is a queue inside this process, for tests. `role` lets a backend choose
+    how durably to write (see `contract.Role`); with `create=False`, a queue that does not
+    exist yet is an error (`QueueNotFound`) instead of being created.
     """
     scheme = url.split("://", 1)[0].lower() if "://" in url else "sqlite"
     if scheme not in _BACKENDS:

@@ -1,21 +1,20 @@
 """A queue with real events, a dead letter and a running `evq worker`, and `evq dashboard`
-serving it, on every backend whose server is configured (as the contract suite does)."""
+serving it, on every backend an `evq` process can reach whose server is configured (the
+`queue_url` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import run_evq, start_evq
-from contract.conftest import BACKENDS
 
 from evq.storage import Queue, open_queue
 
@@ -103,21 +102,6 @@ def serve(url: str, *args: str, **env: str) -> Served:
             return Served(base=base, process=process)
 
 
-@pytest.fixture(params=sorted(BACKENDS))
-def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The URL of a fresh, empty queue of each backend (see tests/contract/conftest.py)."""
-    backend = BACKENDS[request.param]
-    server = None
-    if backend.env is not None:
-        server = os.environ.get(backend.env)
-        if not server:
-            pytest.skip(backend.skip_reason or f"set {backend.env} to run this on {request.param}")
-    url = backend.fresh_url(tmp_path, server)
-    yield url
-    if backend.cleanup is not None and server is not None:
-        backend.cleanup(server, url)
-
-
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'evq.db'}"
@@ -146,7 +130,7 @@ def open_shop(url: str, tmp_path: Path) -> Shop:
 
 @pytest.fixture
 def shop(queue_url: str, tmp_path: Path) -> Shop:
-    """The shop's queue on each backend, with its worker running."""
+    """The shop's queue on each backend (`queue_url`), with its worker running."""
     return open_shop(queue_url, tmp_path)
 
 

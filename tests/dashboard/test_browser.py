@@ -244,8 +244,8 @@ def test_a_postgresql_server_that_goes_away_shows_a_banner_and_the_page_recovers
     from urllib.parse import urlsplit
 
     from playwright.sync_api import expect
-    from postgres.proxy import Proxy
     from postgres_server import drop_schema, fresh_schema, server_url
+    from proxy import Proxy
 
     server = server_url()
     url = fresh_schema(server)

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 from conftest import calls, run_evq
+from proxy import Proxy
 from workers import WorkerProcess, log_lines, wait_until
 
 import evq
 from postgres.conftest import Schema
-from postgres.proxy import Proxy
 
 RECEIVERS = ("bill", "ship", "audit")
 LEASE = "2s"

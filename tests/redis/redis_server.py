@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from contract.conftest import drop_redis_prefix, new_redis_prefix
+from backends import drop_redis_prefix, new_redis_prefix
 
 ENV = "EVQ_TEST_REDIS_URL"
 

@@ -52,7 +52,7 @@ def test_two_prefixes_on_one_server_are_two_queues(redis_url: str) -> None:
     finally:
         first.close()
         second.close()
-        from contract.conftest import drop_redis_prefix
+        from backends import drop_redis_prefix
 
         drop_redis_prefix(other)
 

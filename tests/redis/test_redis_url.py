@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -137,3 +138,46 @@ def test_storage_errors_while_running_are_storage_errors(caplog: pytest.LogCaptu
     queue = open_queue("redis://127.0.0.1:1/0")
     with caplog.at_level(logging.DEBUG), pytest.raises(StorageError, match="cannot reach Redis"):
         queue.next_due()
+
+
+def _an_older_server(reply: bytes) -> bytes:
+    """What a Redis 6.0 would answer to INFO: the version rewritten, in as many bytes (the
+    reply's length prefix stays true)."""
+    head, found, rest = reply.partition(b"redis_version:")
+    if not found:
+        return reply
+    version, newline, tail = rest.partition(b"\r\n")
+    older = b"6.0." + b"9" * max(1, len(version) - 4)
+    return head + found + older[: len(version)].ljust(len(version), b"9") + newline + tail
+
+
+def test_a_server_older_than_6_2_is_refused_in_one_line_naming_the_minimum(
+    tmp_path: Path,
+) -> None:
+    from proxy import Proxy
+
+    server = RedisServer(tmp_path, "--save", "")
+    server.start()
+    try:
+        with contextlib.closing(Proxy(target_port=server.port, replies=_an_older_server)) as old:
+            url = f"redis://127.0.0.1:{old.port}/0?prefix=old"
+            for command in (
+                ["publish", "order.paid", "--payload", "{}"],
+                ["status"],
+                ["worker", "--burst", "--app", "tests.apps.recorder"],
+            ):
+                result = run_evq(*command, "--url", url)
+                assert result.returncode == 1, result.stderr
+                assert result.stdout == ""
+                (line,) = result.stderr.splitlines()
+                assert line.startswith(f"Error: Redis at redis://127.0.0.1:{old.port}/0")
+                assert "is version 6.0." in line
+                assert line.endswith("evq needs Redis 6.2 or newer")
+        # Nothing was written through it: the real server holds no key of that queue.
+        import redis
+
+        client = redis.Redis(port=server.port)
+        assert client.keys("{evq:old}*") == []
+        client.close()
+    finally:
+        server.kill()

@@ -13,6 +13,7 @@ caller's clock reading so that the server moves them onto its own (None: the cal
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -48,18 +49,27 @@ def insert_events(cursor: Any, events: Sequence[NewEvent], *, now: float | None)
     """Insert `events` with `cursor` (psycopg 3 or psycopg2) in one statement; return their
     ids. An event whose key is stored already is not inserted: its place holds the first
     event's id. With `now` None, each delay runs from the server's clock."""
-    cursor.execute(
-        QUERIES["insert_events"],
-        {
-            "ids": [e.id for e in events],
-            "names": [e.name for e in events],
-            "payloads": [e.payload for e in events],
-            "published": [e.published_at for e in events],
-            "due": [None if now is None else e.due_at for e in events],
-            "delays": [max(0.0, e.due_at - e.published_at) for e in events],
-            "keys": [e.key for e in events],
-        },
+    rows = json.dumps(
+        [
+            [
+                e.id,
+                e.name,
+                e.payload,
+                e.published_at,
+                None if now is None else e.due_at,
+                max(0.0, e.due_at - e.published_at),
+                e.key,
+            ]
+            for e in events
+        ]
     )
+    if not any(e.key for e in events):
+        cursor.execute(QUERIES["insert_events_without_keys"], {"events": rows})
+        (count,) = cursor.fetchone()
+        if count != len(events):  # pragma: no cover - a broken promise of the server
+            raise RuntimeError(f"stored {count} of {len(events)} events")
+        return [e.id for e in events]
+    cursor.execute(QUERIES["insert_events"], {"events": rows})
     inserted = {row[0] for row in cursor.fetchall()}
     missing = [e.key for e in events if e.id not in inserted and e.key is not None]
     if not missing:

@@ -7,21 +7,34 @@ SELECT extract(epoch FROM clock_timestamp())::float8;
 
 -- name: insert_events
 -- One statement (atomic even in autocommit), with the wake-up of idle workers in it: NOTIFY
--- is sent when, and only if, the publishing transaction commits. A delay runs from the
--- server's clock (`due` is NULL then), or from the time a caller gave.
+-- is sent when, and only if, the publishing transaction commits. The events come as one JSON
+-- array of [id, name, payload, published_at, due_at, delay, key] (the server reads it in C,
+-- where a driver would escape seven arrays element by element in Python). A delay runs from
+-- the server's clock (`due_at` is null then), or from the time a caller gave.
 WITH inserted AS (
     INSERT INTO evq_event (id, name, payload, published_at, due_at, key)
-    SELECT e.id, e.name, e.payload, e.published_at,
-        coalesce(e.due_at, extract(epoch FROM clock_timestamp()) + e.delay), e.key
-    FROM unnest(
-        %(ids)s::text[], %(names)s::text[], %(payloads)s::text[], %(published)s::float8[],
-        %(due)s::float8[], %(delays)s::float8[], %(keys)s::text[]
-    ) WITH ORDINALITY AS e(id, name, payload, published_at, due_at, delay, key, n)
-    ORDER BY e.n
+    SELECT e->>0, e->>1, e->>2, (e->>3)::float8,
+        coalesce((e->>4)::float8, extract(epoch FROM clock_timestamp()) + (e->>5)::float8),
+        e->>6
+    FROM json_array_elements(%(events)s::json) WITH ORDINALITY AS r(e, n)
+    ORDER BY r.n
     ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING
     RETURNING id, key
 )
 SELECT inserted.id, inserted.key FROM inserted, (SELECT pg_notify('evq_wakeup', '')) AS wake;
+
+-- name: insert_events_without_keys
+-- The same for events none of which has a key: none can be a duplicate, so every one is
+-- inserted and only their number comes back.
+WITH inserted AS (
+    INSERT INTO evq_event (id, name, payload, published_at, due_at)
+    SELECT e->>0, e->>1, e->>2, (e->>3)::float8,
+        coalesce((e->>4)::float8, extract(epoch FROM clock_timestamp()) + (e->>5)::float8)
+    FROM json_array_elements(%(events)s::json) WITH ORDINALITY AS r(e, n)
+    ORDER BY r.n
+    RETURNING 1
+)
+SELECT count(*) FROM inserted, (SELECT pg_notify('evq_wakeup', '')) AS wake;
 
 -- name: ids_of_keys
 SELECT key, id FROM evq_event WHERE key = ANY(%(keys)s::text[]);

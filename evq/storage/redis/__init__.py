@@ -67,6 +67,7 @@ class RedisQueue:
         self.url = url
         self.address = parse_url(url)
         self._connection = Connection(self.address)
+        self._checked = False
         if not create:
             # Inspection of a queue that is not there is a mistake (a wrong prefix or
             # database), not an empty queue.
@@ -89,6 +90,7 @@ class RedisQueue:
     def check(self) -> None:
         """Reach the server, check its version and the queue's layout (marking a new queue)."""
         self._connection.ensure_queue(create=True)
+        self._checked = True
 
     # Publishing
 
@@ -97,6 +99,11 @@ class RedisQueue:
         the events' times onto the server's clock when the two clocks differ.)"""
         if not events:
             return []
+        if not self._checked:
+            # Once per handle (one process's publishes): a server too old for the worker's
+            # commands is refused before it is given events no worker could deliver.
+            self._connection.ensure_queue(create=True)
+            self._checked = True
         return publishing.insert_events(self._connection, events)
 
     def publish_within(self, connection: Any, events: Sequence[NewEvent]) -> list[str]:
@@ -196,21 +203,21 @@ class RedisQueue:
         limit: int | None = None,
     ) -> list[DeadLetter]:
         """Dead deliveries with their event, newest first."""
-        from evq.storage.redis import inspecting
+        from evq.storage.redis import dead_letters
 
-        return inspecting.dead_letters(self._connection, ids, receiver, older_than, limit)
+        return dead_letters.dead_letters(self._connection, ids, receiver, older_than, limit)
 
     def redrive(self, ids: Sequence[str]) -> int:
         """Put dead letters back in the queue, due now by the server's clock."""
-        from evq.storage.redis import inspecting
+        from evq.storage.redis import dead_letters
 
-        return inspecting.redrive(self._connection, ids, None)
+        return dead_letters.redrive(self._connection, ids, None)
 
     def purge(self, ids: Sequence[str]) -> int:
         """Delete dead letters and their history."""
-        from evq.storage.redis import inspecting
+        from evq.storage.redis import dead_letters
 
-        return inspecting.purge(self._connection, ids)
+        return dead_letters.purge(self._connection, ids)
 
     # Inspection
 
@@ -264,9 +271,9 @@ class RedisQueue:
         dry_run: bool,
     ) -> tuple[int, str | None]:
         """Create (or count) the replay deliveries of the next batch, in one script."""
-        from evq.storage.redis import inspecting
+        from evq.storage.redis import retention
 
-        return inspecting.replay_step(
+        return retention.replay_step(
             self._connection, selection, receiver, after, batch_size, now, dry_run
         )
 
@@ -274,15 +281,15 @@ class RedisQueue:
         self, older_than: float, *, after: str | None, batch_size: int, dry_run: bool
     ) -> tuple[int, str | None]:
         """Delete (or count) the finished events of the next batch, in one script."""
-        from evq.storage.redis import inspecting
+        from evq.storage.redis import retention
 
-        return inspecting.prune_step(self._connection, older_than, after, batch_size, dry_run)
+        return retention.prune_step(self._connection, older_than, after, batch_size, dry_run)
 
     def forget_old_statistics(self, *, now: float | None = None) -> None:
         """Delete delivery statistics and heartbeats of workers older than a day."""
-        from evq.storage.redis import inspecting
+        from evq.storage.redis import retention
 
-        inspecting.forget_old_statistics(self._connection, now)
+        retention.forget_old_statistics(self._connection, now)
 
 
 def _implements_the_contract(queue: RedisQueue) -> Queue:

@@ -244,16 +244,18 @@ class Connection:
         (creating its marker if `create`), or raise."""
         with self.errors("open the queue"):
             version = str(self.client.info("server").get("redis_version", "0"))
+        if _version_tuple(version) < MINIMUM_VERSION:
+            # Before anything is written: nothing of a queue is left on a server too old.
+            raise QueueUnusable(
+                f"Redis at {self.address.location} is version {version}: evq needs Redis"
+                f" {'.'.join(map(str, MINIMUM_VERSION))} or newer"
+            )
+        with self.errors("open the queue"):
             stored = self.client.hget(self.base + "meta", "version")
             layout = None if stored is None else str(stored)
             if layout is None and create:
                 self.client.hsetnx(self.base + "meta", "version", str(LAYOUT_VERSION))
                 layout = str(LAYOUT_VERSION)
-        if _version_tuple(version) < MINIMUM_VERSION:
-            raise QueueUnusable(
-                f"Redis at {self.address.location} is version {version}: evq needs Redis"
-                f" {'.'.join(map(str, MINIMUM_VERSION))} or newer"
-            )
         if layout is None:
             raise QueueNotFound(
                 f"no queue at {self.address.location} (publish an event or start a worker to"

@@ -1,4 +1,5 @@
-"""What `evq status`, `events`, `show`, `dlq`, `replay` and `prune` read and write on Redis.
+"""What `evq status`, `events` and `show` read on Redis (dead letters: `dead_letters.py`;
+replay and retention: `retention.py`).
 
 Reads go through indexes only: the event log is a sorted set of event ids (ids sort by publish
 time, so a time range is an id range, compared exactly on `published_at` after), one more per
@@ -9,10 +10,8 @@ one script each. The states a person sees, replay targets and what may be pruned
 
 from __future__ import annotations
 
-import functools
 import heapq
 import json
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -20,7 +19,6 @@ from evq.ids import event_id_floor
 from evq.storage import rules
 from evq.storage.contract import (
     AttemptRecord,
-    DeadLetter,
     DeliveryRecord,
     DeliveryState,
     EventRecord,
@@ -34,8 +32,8 @@ from evq.storage.redis.connection import Connection
 
 # As on SQLite: an id's time and `published_at` are two reads of the clock, so id ranges are
 # taken this much wider and `published_at` is compared exactly.
-_ID_TIME_MARGIN = 1.0
-_PAGE = 500
+ID_TIME_MARGIN = 1.0
+PAGE = 500
 _DELIVERY_FIELDS = ("state", "failures", "due_at")
 
 
@@ -165,11 +163,11 @@ def events(
             ids = {i for i in ids if i < selection.before}
         candidates: Iterable[str] = sorted(ids, reverse=True)
     else:
-        candidates = _walk_selection(connection, selection, reverse=True)
+        candidates = walk_selection(connection, selection, reverse=True)
     found: list[EventRecord] = []
-    for page in _pages(candidates):
-        for record in _records(connection, page, now):
-            if _selected(record, selection) and _has_state(record, state, now):
+    for page in pages(candidates):
+        for record in records(connection, page, now):
+            if selected(record, selection) and _has_state(record, state, now):
                 found.append(record)
                 if limit is not None and len(found) >= limit:
                     return found
@@ -184,7 +182,7 @@ def _has_state(record: EventRecord, state: DeliveryState | None, now: float) -> 
     return record.counts[state] > 0
 
 
-def _selected(record: EventRecord, selection: EventSelection) -> bool:
+def selected(record: EventRecord, selection: EventSelection) -> bool:
     if selection.name is not None:
         from evq.names import matches
 
@@ -215,7 +213,7 @@ def _with_state(connection: Connection, state: DeliveryState, now: float) -> set
             pipe.zrangebyscore(base + key, low, high)
         deliveries = [d for found in pipe.execute() for d in found]
         ids: set[str] = set()
-        for page in _pages(deliveries):
+        for page in pages(deliveries):
             pipe = client.pipeline(transaction=False)
             for delivery_id in page:
                 pipe.hget(base + "d:" + delivery_id, "event_id")
@@ -228,7 +226,7 @@ def _with_state(connection: Connection, state: DeliveryState, now: float) -> set
     return result
 
 
-def _walk_selection(
+def walk_selection(
     connection: Connection, selection: EventSelection, *, reverse: bool, after: str | None = None
 ) -> Iterator[str]:
     """Event ids of the selection's names and id range, newest first (or oldest first)."""
@@ -242,8 +240,8 @@ def _walk_selection(
 
         names = connection.call("read the event log", lambda c: c.smembers(base + "names"))
         keys = [base + "n:" + name for name in sorted(names) if matches(selection.name, name)]
-    low = "-" if selection.since is None else "[" + _floor(selection.since - _ID_TIME_MARGIN)
-    high = "+" if selection.until is None else "(" + _floor(selection.until + _ID_TIME_MARGIN)
+    low = "-" if selection.since is None else "[" + id_floor(selection.since - ID_TIME_MARGIN)
+    high = "+" if selection.until is None else "(" + id_floor(selection.until + ID_TIME_MARGIN)
     if after is not None:
         low = "(" + after if low == "-" or after >= low[1:] else low
     if selection.before is not None and (high == "+" or selection.before < high[1:]):
@@ -259,7 +257,7 @@ def _walk(connection: Connection, key: str, low: str, high: str, *, reverse: boo
     while True:
         page = connection.call("read the event log", _range_by_lex(key, low, high, reverse))
         yield from page
-        if len(page) < _PAGE:
+        if len(page) < PAGE:
             return
         if reverse:
             high = "(" + page[-1]
@@ -270,28 +268,28 @@ def _walk(connection: Connection, key: str, low: str, high: str, *, reverse: boo
 def _range_by_lex(key: str, low: str, high: str, reverse: bool) -> Callable[[Any], list[str]]:
     def read(client: Any) -> list[str]:
         if reverse:
-            return list(client.zrevrangebylex(key, high, low, start=0, num=_PAGE))
-        return list(client.zrangebylex(key, low, high, start=0, num=_PAGE))
+            return list(client.zrevrangebylex(key, high, low, start=0, num=PAGE))
+        return list(client.zrangebylex(key, low, high, start=0, num=PAGE))
 
     return read
 
 
-def _floor(at: float) -> str:
+def id_floor(at: float) -> str:
     return event_id_floor(max(0.0, at))
 
 
-def _pages(items: Iterable[str]) -> Iterator[list[str]]:
+def pages(items: Iterable[str]) -> Iterator[list[str]]:
     page: list[str] = []
     for item in items:
         page.append(item)
-        if len(page) >= _PAGE:
+        if len(page) >= PAGE:
             yield page
             page = []
     if page:
         yield page
 
 
-def _records(connection: Connection, ids: Sequence[str], now: float) -> list[EventRecord]:
+def records(connection: Connection, ids: Sequence[str], now: float) -> list[EventRecord]:
     """The stored events among `ids` with their delivery counts (in the order of `ids`)."""
     base = connection.base
 
@@ -360,14 +358,14 @@ def _event(
     now: float,
     deliveries: tuple[DeliveryRecord, ...] = (),
 ) -> EventRecord:
-    due_at = _time(data.get("due_at"))
+    due_at = as_time(data.get("due_at"))
     return EventRecord(
         id=event_id,
         name=data.get("name", ""),
         payload=data.get("payload", ""),
-        published_at=_time(data.get("published_at")) or 0.0,
+        published_at=as_time(data.get("published_at")) or 0.0,
         due_at=due_at,
-        dispatched_at=_time(data.get("dispatched_at")),
+        dispatched_at=as_time(data.get("dispatched_at")),
         key=data.get("key"),
         status=rules.event_status(due_at, counts, now),
         counts=counts,
@@ -378,24 +376,24 @@ def _event(
 def _delivery(
     delivery_id: str, data: dict[str, str], history: dict[str, str], now: float
 ) -> DeliveryRecord:
-    due_at = _time(data.get("due_at"))
+    due_at = as_time(data.get("due_at"))
     return DeliveryRecord(
         id=delivery_id,
         receiver=data.get("receiver", ""),
         state=_user_state(data.get("state"), data.get("failures"), data.get("due_at"), now),
-        attempts=_count(data.get("attempt")),
-        failures=_count(data.get("failures")),
+        attempts=as_count(data.get("attempt")),
+        failures=as_count(data.get("failures")),
         replay=data.get("replay") == "1",
-        created_at=_time(data.get("created_at")) or 0.0,
+        created_at=as_time(data.get("created_at")) or 0.0,
         due_at=due_at,
-        started_at=_time(data.get("started_at")),
-        finished_at=_time(data.get("finished_at")),
+        started_at=as_time(data.get("started_at")),
+        finished_at=as_time(data.get("finished_at")),
         worker=data.get("lease_owner"),
         last_error=data.get("last_error") or None,
         traceback=data.get("traceback") or None,
         history=tuple(
             _attempt(int(attempt), text)
-            for attempt, text in sorted(history.items(), key=lambda item: _count(item[0]))
+            for attempt, text in sorted(history.items(), key=lambda item: as_count(item[0]))
             if attempt.isdigit()
         ),
     )
@@ -410,20 +408,20 @@ def _attempt(attempt: int, text: str) -> AttemptRecord:
         attempt=attempt,
         outcome=str(outcome),
         worker=None if worker is None else str(worker),
-        started_at=_time(started_at),
-        finished_at=_time(finished_at) or 0.0,
+        started_at=as_time(started_at),
+        finished_at=as_time(finished_at) or 0.0,
         error=None if error is None else str(error),
     )
 
 
 def _user_state(stored: Any, failures: Any, due_at: Any, now: float) -> DeliveryState:
     try:
-        return rules.user_state(str(stored), _count(failures), _time(due_at), now)
+        return rules.user_state(str(stored), as_count(failures), as_time(due_at), now)
     except ValueError:  # a state no evq wrote: the value is damaged
         return "dead"
 
 
-def _time(value: Any) -> float | None:
+def as_time(value: Any) -> float | None:
     if value is None or value == "":
         return None
     try:
@@ -432,203 +430,8 @@ def _time(value: Any) -> float | None:
         return None
 
 
-def _count(value: Any) -> int:
+def as_count(value: Any) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
         return 0
-
-
-# Dead letters
-
-
-def dead_letters(
-    connection: Connection,
-    ids: Sequence[str],
-    receiver: str | None,
-    older_than: float | None,
-    limit: int | None,
-) -> list[DeadLetter]:
-    """Dead deliveries with their events, newest first."""
-    base = connection.base
-    if ids:
-        candidates: Iterable[str] = [i for i in dict.fromkeys(ids) if i.isascii() and i.isdigit()]
-    else:
-        high = "+inf" if older_than is None else f"({older_than!r}"
-        candidates = _dead_ids(connection, high)
-    letters: list[DeadLetter] = []
-    for page in _pages(candidates):
-        found: list[DeadLetter] = connection.call(
-            "read dead letters", functools.partial(_letters, base=base, ids=page)
-        )
-        for letter in found:
-            if receiver is not None and letter.receiver != receiver:
-                continue
-            if older_than is not None and letter.dead_at >= older_than:
-                continue
-            letters.append(letter)
-        if not ids and limit is not None and len(letters) >= limit:
-            break
-    letters.sort(key=lambda letter: (letter.dead_at, int(letter.id)), reverse=True)
-    return letters if limit is None else letters[:limit]
-
-
-def _dead_ids(connection: Connection, high: str) -> Iterator[str]:
-    key = connection.base + "dead"
-    start = 0
-    while True:
-
-        def read(client: Any, start: int = start) -> list[str]:
-            return list(client.zrevrangebyscore(key, high, "-inf", start=start, num=_PAGE))
-
-        page = connection.call("read dead letters", read)
-        yield from page
-        if len(page) < _PAGE:
-            return
-        start += _PAGE
-
-
-def _letters(client: Any, *, base: str, ids: Sequence[str]) -> list[DeadLetter]:
-    pipe = client.pipeline(transaction=False)
-    for delivery_id in ids:
-        pipe.hgetall(base + "d:" + delivery_id)
-    found = [(i, d) for i, d in zip(ids, pipe.execute(), strict=True) if d.get("state") == "dead"]
-    pipe = client.pipeline(transaction=False)
-    for _, data in found:
-        pipe.hmget(base + "e:" + data.get("event_id", ""), "name", "payload", "published_at")
-    letters = []
-    for (delivery_id, data), (name, payload, published_at) in zip(
-        found, pipe.execute(), strict=True
-    ):
-        letters.append(
-            DeadLetter(
-                id=delivery_id,
-                receiver=data.get("receiver", ""),
-                attempts=_count(data.get("attempt")),
-                failures=_count(data.get("failures")),
-                dead_at=_time(data.get("finished_at")) or 0.0,
-                error=data.get("last_error") or None,
-                traceback=data.get("traceback") or None,
-                created_at=_time(data.get("created_at")) or 0.0,
-                event_id=data.get("event_id", ""),
-                name=name or "",
-                payload=payload or "",
-                published_at=_time(published_at) or 0.0,
-            )
-        )
-    return letters
-
-
-def redrive(connection: Connection, ids: Sequence[str], now: float | None) -> int:
-    """Put dead letters back in the queue, due now; return how many."""
-    args = ["" if now is None else repr(now), *_known(ids)]
-    return int(connection.run("redrive", args, doing="redrive dead letters"))
-
-
-def purge(connection: Connection, ids: Sequence[str]) -> int:
-    """Delete dead letters and their history; return how many."""
-    known = _known(ids)
-    if not known:
-        return 0
-    return int(connection.run("purge", known, doing="purge dead letters"))
-
-
-def _known(ids: Sequence[str]) -> list[str]:
-    return [i for i in dict.fromkeys(ids) if i.isascii() and i.isdigit()]
-
-
-# Replay and retention
-
-
-def replay_step(
-    connection: Connection,
-    selection: EventSelection,
-    receiver: str | None,
-    after: str | None,
-    batch_size: int,
-    now: float,
-    dry_run: bool,
-) -> tuple[int, str | None]:
-    """Create (or count) the replay deliveries of the next batch of dispatched events."""
-    base = connection.base
-    chosen: list[EventRecord] = []
-    walk = _walk_selection(connection, selection, reverse=False, after=after)
-    for page in _pages(walk):
-        for record in _records(connection, page, now):
-            if record.due_at is None and _selected(record, selection):
-                chosen.append(record)
-                if len(chosen) == batch_size:
-                    break
-        if len(chosen) == batch_size:
-            break
-
-    def receivers_of(client: Any) -> list[list[str]]:
-        pipe = client.pipeline(transaction=False)
-        for record in chosen:
-            pipe.lrange(base + "ed:" + record.id, 0, -1)
-        lists = pipe.execute()
-        pipe = client.pipeline(transaction=False)
-        for deliveries in lists:
-            for delivery_id in deliveries:
-                pipe.hget(base + "d:" + delivery_id, "receiver")
-        names = iter(pipe.execute())
-        return [[next(names) or "" for _ in deliveries] for deliveries in lists]
-
-    had = [[] for _ in chosen] if receiver is not None else connection.call("replay", receivers_of)
-    args: list[str | int] = [repr(now)]
-    total = 0
-    for record, receivers in zip(chosen, had, strict=True):
-        targets = rules.replay_receivers(receivers, receiver)
-        args += [record.id, len(targets), *targets]
-        total += len(targets)
-    if not dry_run and total:
-        total = int(connection.run("replay", args, doing="replay events"))
-    following = chosen[-1].id if len(chosen) == batch_size else None
-    return total, following
-
-
-def prune_step(
-    connection: Connection, older_than: float, after: str | None, size: int, dry_run: bool
-) -> tuple[int, str | None]:
-    """Delete (or count) the finished events among the next `size` published before
-    `older_than`, walking the log from the id `after`."""
-    base = connection.base
-    low = "-" if after is None else "(" + after
-    high = "(" + _floor(older_than + _ID_TIME_MARGIN)
-    ids: list[str] = connection.call(
-        "read the event log", lambda c: c.zrangebylex(base + "log", low, high, start=0, num=size)
-    )
-
-    def read(client: Any) -> list[tuple[str, int, str]]:
-        pipe = client.pipeline(transaction=False)
-        for event_id in ids:
-            pipe.hmget(base + "e:" + event_id, "published_at", "due_at", "dispatched_at")
-            pipe.lrange(base + "ed:" + event_id, 0, -1)
-        replies = pipe.execute()
-        pipe = client.pipeline(transaction=False)
-        for deliveries in replies[1::2]:
-            for delivery_id in deliveries:
-                pipe.hget(base + "d:" + delivery_id, "state")
-        states = iter(pipe.execute())
-        finished = []
-        for event_id, fields, deliveries in zip(ids, replies[0::2], replies[1::2], strict=True):
-            published_at, due_at, dispatched_at = fields
-            unfinished = sum(next(states) != "done" for _ in deliveries)
-            dispatched = due_at is None and dispatched_at is not None
-            old = (_time(published_at) or 0.0) < older_than
-            if old and rules.is_finished(dispatched, unfinished):
-                finished.append((event_id, len(deliveries), deliveries[-1] if deliveries else ""))
-        return finished
-
-    finished = connection.call("read the event log", read)
-    following = ids[-1] if len(ids) == size else None
-    if dry_run or not finished:
-        return len(finished), following
-    args = [value for row in finished for value in row]
-    return int(connection.run("prune", args, doing="prune events")), following
-
-
-def forget_old_statistics(connection: Connection, now: float | None) -> None:
-    """Delete delivery statistics and heartbeats of workers older than a day."""
-    now = time.time() if now is None else now
-    connection.run("forget", [repr(now - rules.FORGET_SECONDS)], doing="forget statistics")

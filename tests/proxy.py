@@ -1,9 +1,10 @@
-"""A TCP proxy the fault tests control, between evq and the PostgreSQL server.
+"""A TCP proxy the fault tests control, between evq and a server (PostgreSQL, Redis).
 
 It listens on a free port of 127.0.0.1 and forwards every connection to the server, one pair
 of threads per connection. `cut()` closes every open connection at once (a network cut, a
 server restart: both sides see the socket die); `refuse(seconds)` (or `refusing()`) resets
-every new connection as soon as it is accepted, as a server that cannot be reached would.
+every new connection as soon as it is accepted, as a server that cannot be reached would;
+`replies`, if given, rewrites what the server sends (a server that says something else).
 """
 
 from __future__ import annotations
@@ -13,15 +14,22 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 
 class Proxy:
     """Forwards 127.0.0.1:`port` to `target`; start it with `with Proxy(...) as proxy`."""
 
-    def __init__(self, target_host: str = "127.0.0.1", target_port: int = 5432) -> None:
+    def __init__(
+        self,
+        target_host: str = "127.0.0.1",
+        target_port: int = 5432,
+        *,
+        replies: Callable[[bytes], bytes] | None = None,
+    ) -> None:
         self.target = (target_host, target_port)
+        self._replies = replies
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))
@@ -111,16 +119,26 @@ class Proxy:
                     return
                 self._open.update((client, upstream))
                 self.accepted += 1
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            for source, sink, rewrite in (
+                (client, upstream, None),
+                (upstream, client, self._replies),
+            ):
+                threading.Thread(
+                    target=self._pump, args=(source, sink, rewrite), daemon=True
+                ).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(
+        self,
+        source: socket.socket,
+        sink: socket.socket,
+        rewrite: Callable[[bytes], bytes] | None = None,
+    ) -> None:
         try:
             while True:
                 data = source.recv(65536)
                 if not data:
                     break
-                sink.sendall(data)
+                sink.sendall(data if rewrite is None else rewrite(data))
         except OSError:
             pass
         # One side ended: end the other, as a real connection would.
