@@ -33,3 +33,20 @@ def test_the_features_benchmark_runs(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "tracing on, inside a span" in result.stdout
+
+
+def test_dashboard_benchmark_smoke_run_exits_zero_and_writes_its_table(tmp_path: Path) -> None:
+    output = tmp_path / "RESULTS-dashboard.md"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "dashboard.py"),
+            *("--stored", "3000", "--repeats", "1", "--output", str(output)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT / "benchmarks",
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "| event log, the page after a cursor |" in output.read_text(encoding="utf-8")

@@ -34,6 +34,7 @@ COMMANDS = {
     "replay": "evq.cli.replay:replay",
     "prune": "evq.cli.prune:prune",
     "migrate": "evq.cli.migrate:migrate",
+    "dashboard": "evq.cli.dashboard:dashboard",
 }
 
 

@@ -181,17 +181,25 @@ class EventSelection(NamedTuple):
     """Which stored events an inspection or a replay is about; None selects everything.
 
     `name` is a subscription pattern (`order.*`); `since` and `until` bound `published_at`
-    (`since` included, `until` excluded).
+    (`since` included, `until` excluded). `before` is an event id: only events whose ids sort
+    before it (ids sort by publish time), the cursor of a newest-first listing's next page,
+    which stays exact when many events share one publish time.
     """
 
     name: str | None = None
     since: float | None = None
     until: float | None = None
+    before: str | None = None
 
     @property
     def everything(self) -> bool:
         """Whether this selects every stored event."""
-        return self.name is None and self.since is None and self.until is None
+        return (
+            self.name is None
+            and self.since is None
+            and self.until is None
+            and (self.before is None)
+        )
 
 
 class WorkerRecord(NamedTuple):
@@ -299,6 +307,15 @@ class DeadLetter(NamedTuple):
     payload: str
     published_at: float
     headers: str | None = None
+
+
+class MinuteCount(NamedTuple):
+    """The deliveries that finished in one minute (from `minute`, a Unix time, on for 60 s):
+    `delivered` done, `failed` attempts that failed (retried or dead)."""
+
+    minute: float
+    delivered: int
+    failed: int
 
 
 class StoredCounts(NamedTuple):
@@ -464,6 +481,12 @@ class Queue(Protocol):
         """Return counts, the oldest wait, throughput and the workers seen lately, from one
         consistent read. Lazy: a backend may count from counters and indexes, and must stay
         instant with millions of finished events stored."""
+        ...
+
+    def finished_per_minute(self, *, minutes: int, now: float | None = None) -> list[MinuteCount]:
+        """Return the deliveries finished in each minute of the last `minutes` minutes and the
+        current one, oldest first, from the delivery statistics (a minute without any is left
+        out). Cheap: at most `minutes` * 60 statistics rows are read."""
         ...
 
     def events(

@@ -7,8 +7,9 @@ import time
 import pytest
 
 from contract.steps import OWNER, every_state, finish, outcome, publish, routing_for, take
+from evq.ids import new_event_ids
 from evq.storage import rules
-from evq.storage.contract import DELIVERY_STATES, EventSelection, Queue
+from evq.storage.contract import DELIVERY_STATES, EventSelection, MinuteCount, NewEvent, Queue
 
 # Status
 
@@ -54,6 +55,24 @@ def test_throughput_counts_every_outcome_of_a_batch_in_the_second_it_finished(
     # Only whole seconds that are over count: the second of at + 11 is not, at at + 11.5.
     status = queue.status(now=at + 11.5)
     assert (status.delivered_last_minute, status.failed_last_minute) == (3, 2)
+
+
+def test_finished_per_minute_counts_the_deliveries_of_each_minute_of_the_last_hour(
+    queue: Queue,
+) -> None:
+    at = time.time()
+    every_state(queue, at=at)  # done, dead and retrying finished at at - 10
+    publish(queue, "order.created", at=at - 1800)
+    finish(queue, take(queue, now=at - 1800), "done", at=at - 1800)
+
+    minutes = queue.finished_per_minute(minutes=60, now=at)
+
+    assert minutes == [
+        MinuteCount(float(int(at - 1800) // 60 * 60), 1, 0),
+        MinuteCount(float(int(at - 10) // 60 * 60), 1, 2),
+    ]
+    assert queue.finished_per_minute(minutes=10, now=at) == minutes[1:]
+    assert queue.finished_per_minute(minutes=60, now=at + 7200) == []
 
 
 def test_oldest_due_at_is_none_when_nothing_waits(queue: Queue) -> None:
@@ -197,6 +216,44 @@ def test_since_and_until_compare_the_publish_time_exactly_within_a_millisecond(
     assert ids(EventSelection(until=at)) == {before}
     assert ids(EventSelection(since=at - 0.0002, until=at + 0.0002)) == {exact, before}
     assert ids(EventSelection(since=0, until=4e12)) == {after, exact, before}
+
+
+def test_pages_of_events_follow_the_before_cursor_without_gaps_or_repeats(
+    queue: Queue,
+) -> None:
+    at = time.time() - 60
+    # A batch shares one publish time: a cursor on the time alone would skip some of it.
+    queue.publish(
+        [
+            NewEvent(id=i, name="order.created", payload="{}", published_at=at, due_at=at)
+            for i in new_event_ids(7)
+        ],
+        now=at,
+    )
+    publish(queue, "user.created", at=at + 1)
+    every_id = [event.id for event in queue.events(limit=None)]
+    assert len(every_id) == 8
+
+    for state in (None, "pending"):
+        pages: list[list[str]] = []
+        before: str | None = None
+        while True:
+            page = [
+                event.id
+                for event in queue.events(
+                    EventSelection(before=before), status=state, limit=3, now=at + 2
+                )
+            ]
+            if not page:
+                break
+            pages.append(page)
+            before = page[-1]
+        assert [len(page) for page in pages] == [3, 3, 2]
+        assert [i for page in pages for i in page] == every_id
+    orders = [e.id for e in queue.events(EventSelection(name="order.*"), limit=None)]
+    assert [e.id for e in queue.events(EventSelection(name="order.*", before=orders[2]))] == (
+        orders[3:]
+    )
 
 
 def test_one_event_comes_with_every_delivery_and_its_history(queue: Queue) -> None:

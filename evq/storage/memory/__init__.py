@@ -35,6 +35,7 @@ from evq.storage.contract import (
     EventSelection,
     Lease,
     LeaseBatch,
+    MinuteCount,
     NewEvent,
     Outcome,
     Queue,
@@ -403,6 +404,19 @@ class MemoryQueue:
                 workers=workers,
             )
 
+    def finished_per_minute(self, *, minutes: int, now: float | None = None) -> list[MinuteCount]:
+        """The deliveries finished in each of the last minutes, from the per-second counts."""
+        now = time.time() if now is None else now
+        start = (int(now) // 60 - minutes) * 60
+        per_minute: dict[int, list[int]] = {}
+        with self._store.lock:
+            for second, (done, failed) in self._store.stats.items():
+                if start <= second <= int(now):
+                    counts = per_minute.setdefault(second // 60 * 60, [0, 0])
+                    counts[0] += done
+                    counts[1] += failed
+        return [MinuteCount(float(m), d, f) for m, (d, f) in sorted(per_minute.items())]
+
     def events(
         self,
         selection: EventSelection | None = None,
@@ -529,6 +543,8 @@ def _selected(event: StoredEvent, selection: EventSelection) -> bool:
     if selection.since is not None and published_at < selection.since:
         return False
     if selection.until is not None and published_at >= selection.until:
+        return False
+    if selection.before is not None and event.id >= selection.before:
         return False
     if selection.name is None:
         return True

@@ -47,6 +47,7 @@ from evq.storage.contract import (
     EventSelection,
     Lease,
     LeaseBatch,
+    MinuteCount,
     NewEvent,
     Outcome,
     Queue,
@@ -269,6 +270,13 @@ class PostgresQueue:
 
         with self._db.snapshot() as conn:
             return inspecting.status(conn, self._server_now(conn, now))
+
+    def finished_per_minute(self, *, minutes: int, now: float | None = None) -> list[MinuteCount]:
+        """Return the deliveries finished in each of the last minutes (on the server's clock)."""
+        from evq.storage.postgres import inspecting
+
+        with self._db.snapshot() as conn:
+            return inspecting.finished_per_minute(conn, minutes, self._server_now(conn, now))
 
     def events(
         self,

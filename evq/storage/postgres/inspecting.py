@@ -22,6 +22,7 @@ from evq.storage.contract import (
     DeliveryState,
     EventRecord,
     EventSelection,
+    MinuteCount,
     QueueStatus,
     StoredCounts,
 )
@@ -85,6 +86,17 @@ def status(conn: Any, now: float) -> QueueStatus:
         failed_last_minute=int(failed),
         workers=[rows.worker_record(row) for row in workers],
     )
+
+
+def finished_per_minute(conn: Any, minutes: int, now: float) -> list[MinuteCount]:
+    """Deliveries finished per minute since `minutes` whole minutes before now's minute."""
+    start = (int(now) // 60 - minutes) * 60
+    found = conn.execute(
+        "SELECT second / 60 * 60, sum(done), sum(failed) FROM evq_stat"
+        " WHERE second >= %s AND second <= %s GROUP BY 1 ORDER BY 1",
+        (start, int(now)),
+    ).fetchall()
+    return [MinuteCount(float(minute), int(done), int(failed)) for minute, done, failed in found]
 
 
 # Events
@@ -198,6 +210,9 @@ def event_filter(selection: EventSelection) -> tuple[str, list[Any]]:
     if selection.until is not None:
         clauses.append("e.id < %s AND e.published_at < %s")
         params.extend([event_id_floor(selection.until + _ID_TIME_MARGIN), selection.until])
+    if selection.before is not None:
+        clauses.append("e.id < %s")
+        params.append(selection.before)
     return " AND ".join(clauses), params
 
 

@@ -42,6 +42,7 @@ from evq.storage.contract import (
     EventSelection,
     Lease,
     LeaseBatch,
+    MinuteCount,
     NewEvent,
     Outcome,
     Queue,
@@ -227,6 +228,13 @@ class RedisQueue:
 
         warnings = durability_warnings(self._connection)
         return inspecting.status(self._connection, now, warnings)
+
+    def finished_per_minute(self, *, minutes: int, now: float | None = None) -> list[MinuteCount]:
+        """Return the deliveries finished in each of the last minutes (on the server's clock)."""
+        from evq.storage.redis import inspecting
+
+        now = inspecting.server_time(self._connection) if now is None else now
+        return inspecting.finished_per_minute(self._connection, minutes, now)
 
     def events(
         self,

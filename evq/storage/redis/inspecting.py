@@ -23,6 +23,7 @@ from evq.storage.contract import (
     DeliveryState,
     EventRecord,
     EventSelection,
+    MinuteCount,
     QueueStatus,
     StoredCounts,
     WorkerRecord,
@@ -127,6 +128,24 @@ def server_time(connection: Connection) -> float:
     return float(seconds) + float(micros) / 1e6
 
 
+def finished_per_minute(connection: Connection, minutes: int, now: float) -> list[MinuteCount]:
+    """Deliveries finished per minute since `minutes` whole minutes before now's minute, from
+    the per-second fields of the statistics hash (one HMGET)."""
+    start = (int(now) // 60 - minutes) * 60
+    seconds = range(start, int(now) + 1)
+    fields = [f"{kind}:{second}" for second in seconds for kind in ("done", "failed")]
+    key = connection.base + "stats"
+    values = connection.call("read the statistics", lambda client: client.hmget(key, fields))
+    per_minute: dict[int, list[int]] = {}
+    for index, second in enumerate(seconds):
+        done, failed = values[2 * index], values[2 * index + 1]
+        if done or failed:
+            counts = per_minute.setdefault(second // 60 * 60, [0, 0])
+            counts[0] += int(done or 0)
+            counts[1] += int(failed or 0)
+    return [MinuteCount(float(m), done, failed) for m, (done, failed) in sorted(per_minute.items())]
+
+
 # Events
 
 
@@ -139,7 +158,10 @@ def events(
 ) -> list[EventRecord]:
     """The selected events, newest first, each with its delivery counts by state."""
     if state is not None and state != "done":
-        candidates: Iterable[str] = sorted(_with_state(connection, state, now), reverse=True)
+        ids = _with_state(connection, state, now)
+        if selection.before is not None:
+            ids = {i for i in ids if i < selection.before}
+        candidates: Iterable[str] = sorted(ids, reverse=True)
     else:
         candidates = walk_selection(connection, selection, reverse=True)
     found: list[EventRecord] = []
@@ -167,6 +189,8 @@ def selected(record: EventRecord, selection: EventSelection) -> bool:
         if not matches(selection.name, record.name):
             return False
     if selection.since is not None and record.published_at < selection.since:
+        return False
+    if selection.before is not None and record.id >= selection.before:
         return False
     return selection.until is None or record.published_at < selection.until
 
@@ -220,6 +244,8 @@ def walk_selection(
     high = "+" if selection.until is None else "(" + id_floor(selection.until + ID_TIME_MARGIN)
     if after is not None:
         low = "(" + after if low == "-" or after >= low[1:] else low
+    if selection.before is not None and (high == "+" or selection.before < high[1:]):
+        high = "(" + selection.before
     walks = [_walk(connection, key, low, high, reverse=reverse) for key in keys]
     if len(walks) == 1:
         return walks[0]

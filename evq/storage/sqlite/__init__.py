@@ -44,6 +44,7 @@ from evq.storage.contract import (
     EventSelection,
     Lease,
     LeaseBatch,
+    MinuteCount,
     NewEvent,
     Outcome,
     Queue,
@@ -249,6 +250,15 @@ class SqliteQueue:
 
         with self._db.read() as conn:
             return inspecting.status(conn, time.time() if now is None else now)
+
+    def finished_per_minute(self, *, minutes: int, now: float | None = None) -> list[MinuteCount]:
+        """Return the deliveries finished in each of the last minutes, from `evq_stat`."""
+        from evq.storage.sqlite import inspecting
+
+        with self._db.read() as conn:
+            return inspecting.finished_per_minute(
+                conn, minutes, time.time() if now is None else now
+            )
 
     def events(
         self,

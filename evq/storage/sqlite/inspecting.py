@@ -21,6 +21,7 @@ from evq.storage.contract import (
     DeliveryState,
     EventRecord,
     EventSelection,
+    MinuteCount,
     QueueStatus,
     StoredCounts,
 )
@@ -97,6 +98,17 @@ def status(conn: sqlite3.Connection, now: float) -> QueueStatus:
         failed_last_minute=int(failed),
         workers=[rows.worker_record(row) for row in workers],
     )
+
+
+def finished_per_minute(conn: sqlite3.Connection, minutes: int, now: float) -> list[MinuteCount]:
+    """Deliveries finished per minute since `minutes` whole minutes before now's minute."""
+    start = (int(now) // 60 - minutes) * 60
+    found = conn.execute(
+        "SELECT second / 60 * 60, sum(done), sum(failed) FROM evq_stat"
+        " WHERE second >= ? AND second <= ? GROUP BY 1 ORDER BY 1",
+        (start, int(now)),
+    ).fetchall()
+    return [MinuteCount(float(minute), int(done), int(failed)) for minute, done, failed in found]
 
 
 # Events
@@ -234,6 +246,9 @@ def event_filter(conn: sqlite3.Connection, selection: EventSelection) -> tuple[s
     if selection.until is not None:
         clauses.append("e.id < ? AND e.published_at < ?")
         params.extend([event_id_floor(selection.until + _ID_TIME_MARGIN), selection.until])
+    if selection.before is not None:
+        clauses.append("e.id < ?")
+        params.append(selection.before)
     return " AND ".join(clauses), params
 
 

@@ -1,5 +1,5 @@
 """Tests of a Django project that publishes with evq, written as a Django user writes them
-(run by `manage.py test` from tests/django/test_django.py, on SQLite and PostgreSQL).
+(run by `manage.py test` from tests/in_django/test_django.py, on SQLite and PostgreSQL).
 
 Tagged `queue_in_database` (EVQ = {"DATABASE": "default"}) or `queue_elsewhere`
 (EVQ = {"URL": <a SQLite file of its own>}): each run picks one tag.

@@ -1,6 +1,6 @@
 """evq in a Django project, tested as Django users run theirs: `manage.py test`, `manage.py
 migrate`, `manage.py evq ...` and `evq --django-settings ...`, each a real subprocess of the
-project in tests/django/project (its own Django tests are in ledger/tests.py), on SQLite and,
+project in tests/in_django/project (its own Django tests are in ledger/tests.py), on SQLite and,
 when EVQ_TEST_POSTGRES_URL is set, on PostgreSQL.
 """
 
