@@ -141,7 +141,7 @@ def test_status_lists_only_workers_seen_in_the_last_30_seconds(queue_path: Path)
 
 
 def test_status_check_exits_0_on_a_healthy_queue(queue: Queue) -> None:
-    queue.publish([])  # an empty queue file
+    queue.check()  # an empty queue, made as a worker makes it
 
     result = invoke("status", "--check")
 
@@ -215,7 +215,7 @@ def test_status_watch_piped_prints_a_block_per_interval_until_interrupted(
 
 
 def test_status_watch_json_prints_one_document_per_line(queue: Queue) -> None:
-    queue.publish([])
+    queue.check()  # an empty queue, made as a worker makes it
     process = start_evq("status", "--watch", "--json", "--interval", "0.1")
     assert process.stdout is not None
     documents = [json.loads(process.stdout.readline()) for _ in range(2)]
@@ -226,7 +226,7 @@ def test_status_watch_json_prints_one_document_per_line(queue: Queue) -> None:
 
 
 def test_status_watch_and_check_together_are_a_usage_error(queue: Queue, queue_url: str) -> None:
-    queue.publish([])
+    queue.check()  # an empty queue, made as a worker makes it
 
     result = invoke("status", "--watch", "--check")
 
