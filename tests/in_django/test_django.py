@@ -401,3 +401,75 @@ def test_a_worker_killed_while_a_task_runs_leaves_it_to_the_next_worker(tmp_path
         passed(manage(tmp_path, "evq", "worker", "--burst", "--lease", "1s"))
         time.sleep(0.5)
     assert result(result_id) == "SUCCESSFUL done"
+
+
+def test_a_running_worker_survives_a_database_restart(tmp_path: Path) -> None:
+    # Every connection to the database is cut while a worker runs, as a restart of the
+    # PostgreSQL server cuts them: evq's own (work, LISTEN) and Django's. The next event is
+    # still delivered, by a receiver that uses the ORM, and the worker carries on. (A database
+    # of its own: the cut must not reach other tests' connections.)
+    import psycopg
+
+    server = server_url()
+    name = f"evq_restart_{os.getpid()}_{time.monotonic_ns()}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = server.rsplit("/", 1)[0] + "/" + name
+    env = {"TESTPROJECT_DATABASE": url}
+
+    def pay_an_order() -> None:
+        passed(
+            manage(
+                tmp_path,
+                "shell",
+                "-c",
+                "import evq; from ledger.models import Order; order = Order.objects.create();"
+                " evq.publish('order.paid', payload={'order_id': order.pk})",
+                **env,
+            )
+        )
+
+    def receipts() -> int:
+        script = "from ledger.models import Receipt; print(Receipt.objects.count())"
+        return int(passed(manage(tmp_path, "shell", "-c", script, **env)).split()[-1])
+
+    def wait_for_receipts(count: int) -> None:
+        deadline = time.monotonic() + 90
+        while receipts() < count:
+            assert worker.poll() is None, "the worker stopped"
+            assert time.monotonic() < deadline, f"fewer than {count} receipts"
+            time.sleep(0.3)
+
+    try:
+        passed(manage(tmp_path, "migrate", "--verbosity", "0", **env))
+        stderr = tmp_path / "worker.err"
+        with open(stderr, "w") as err:
+            worker = subprocess.Popen(
+                [sys.executable, str(PROJECT / "manage.py"), "evq", "worker", "--quiet"],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=project_env(tmp_path, **env),
+                cwd=tmp_path,
+                start_new_session=True,
+            )
+        try:
+            pay_an_order()
+            wait_for_receipts(1)
+            with psycopg.connect(url, autocommit=True) as conn:
+                cut = conn.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ).fetchone()
+            assert cut is not None and cut[0] >= 2  # at least the worker's two connections
+            pay_an_order()
+            wait_for_receipts(2)
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=60) == 0, stderr.read_text()
+        finally:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+        assert "Traceback" not in stderr.read_text()
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
