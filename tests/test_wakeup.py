@@ -47,6 +47,21 @@ class StoppedClock:
         return 1_000_000.0
 
 
+def idle_until_leased(
+    storage: LeasedStorage, clock: StoppedClock, stop: threading.Event
+) -> list[str]:
+    """A worker's loop when there is nothing to do: look for work, and wait for some; return
+    the event ids of the first leases it gets (none if `stop` is set first). (A watcher may
+    wake it once with a "maybe", as Redis's does when it subscribes.)"""
+    while not stop.is_set():
+        batch = storage.queue.lease(storage.receivers.routing, owner=storage.owner, limit=10)
+        if batch.leases:
+            return [lease.event_id for lease in batch.leases]
+        clock.readings = 0
+        storage.wait_for_work(stop)
+    return []
+
+
 @pytest.mark.timeout(180)
 def test_an_idle_worker_wakes_on_a_commit_and_not_before(queue_url: str) -> None:
     # On every backend whose queue another process reaches (`queue_url`), each waking its
@@ -67,15 +82,7 @@ def test_an_idle_worker_wakes_on_a_commit_and_not_before(queue_url: str) -> None
     leased: set[str] = set()
 
     def idle_worker() -> None:
-        # A worker's loop when there is nothing to do: look for work, and wait for some.
-        # (A watcher may wake it once with a "maybe", as Redis's does when it subscribes.)
-        while not stop.is_set():
-            batch = storage.queue.lease(storage.receivers.routing, owner=storage.owner, limit=10)
-            if batch.leases:
-                leased.update(lease.event_id for lease in batch.leases)
-                return
-            clock.readings = 0
-            storage.wait_for_work(stop)
+        leased.update(idle_until_leased(storage, clock, stop))
 
     published: set[str] = set()
     # Twice: a worker that was woken once waits, and is woken, just the same the next time.

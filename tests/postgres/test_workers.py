@@ -12,10 +12,11 @@ import time
 
 import pytest
 from conftest import calls, run_evq
-from test_wakeup import StoppedClock
+from test_wakeup import StoppedClock, idle_until_leased
 from workers import WorkerProcess, log_lines, wait_until
 
 import evq
+from evq.storage.postgres.wakeup import NotificationWatcher
 from evq.worker import LeasedStorage, WorkerOptions, create_consumer
 from postgres.conftest import Schema
 
@@ -129,26 +130,26 @@ def test_an_idle_worker_listens_again_when_its_connection_is_cut_and_catches_up(
     leased: list[str] = []
 
     def idle_worker() -> None:
-        while not stop.is_set():
-            batch = storage.queue.lease(storage.receivers.routing, owner=storage.owner, limit=10)
-            if batch.leases:
-                leased.extend(lease.event_id for lease in batch.leases)
-                return
-            clock.readings = 0
-            storage.wait_for_work(stop)
+        leased.extend(idle_until_leased(storage, clock, stop))
 
     waiting = threading.Thread(target=idle_worker)
     waiting.start()
     try:
         assert clock.waited.wait(60), "the idle wait never waited"
-        (listener,) = wait_until(lambda: _listening(pg), timeout=30)
+        # This worker's own LISTEN connection (other tests' workers may listen in this database).
+        watcher = storage._watcher
+        assert isinstance(watcher, NotificationWatcher)
+        listener = watcher.backend_pid()
+        assert listener in _listening(pg)
         pg.rows("SELECT pg_terminate_backend(%s)", (listener,))
         result = run_evq("publish", "order.created", "--payload", "{}", EVQ_URL=pg.url)
         assert result.returncode == 0, result.stderr
         waiting.join(60)
         assert not waiting.is_alive(), "a publish after the LISTEN connection died never woke it"
         assert set(leased) == {result.stdout.strip()}
-        assert _listening(pg) not in ([], [listener])  # it listens again, on a new connection
+        # It listens again, on a new connection.
+        assert watcher.backend_pid() not in (None, listener)
+        assert watcher.backend_pid() in _listening(pg)
     finally:
         stop.set()
         waiting.join(60)

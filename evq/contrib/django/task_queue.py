@@ -20,7 +20,10 @@ import json
 import re
 import sys
 import types
+from collections.abc import Iterable
 from typing import Any
+
+from django.core import checks
 
 import evq
 from evq import publisher
@@ -49,6 +52,51 @@ class Framework:
 
     def backends(self) -> Any:
         return sys.modules[self.package].task_backends
+
+
+class Backend:
+    """What evq's Tasks backends are, whichever framework they subclass: put it before the
+    framework's `BaseTaskBackend`, and set `framework`. Tasks run by `evq worker` with leases,
+    retries and dead letters. Supports `run_after`, async tasks, `takes_context` and
+    `get_result`; not `priority` (the framework refuses a task with one). OPTIONS:
+    {"RETRIES": 5}."""
+
+    framework: Framework
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = False
+    queues: set[str]
+    options: Any
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)  # type: ignore[call-arg]  # the framework's base
+        # Made when a module with a @task is imported: a mistake is reported by check() (and
+        # `manage.py evq`), and raised by enqueue, not at import.
+        self.error: Exception | None = None
+        try:
+            retries = check_params(self.framework, alias, self.queues, self.options)
+        except self.framework.invalid_backend as exc:
+            self.error = exc
+        else:
+            subscribe_queues(alias, self.queues, retries)
+
+    def check(self, **kwargs: Any) -> Iterable[checks.CheckMessage]:
+        """The framework's system check: evq's refusal of this backend's settings, if any."""
+        yield from super().check(**kwargs)  # type: ignore[misc]  # the framework's base
+        if self.error is not None:
+            yield checks.Error(str(self.error), id="evq.E002")
+
+    def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
+        """Publish the task as an evq event (inside the current transaction when the queue is
+        in Django's database); return its result, READY."""
+        if self.error is not None:
+            raise self.error
+        return enqueue(self.framework, self, task, args, kwargs)
+
+    def get_result(self, result_id: str) -> Any:
+        """The task's result as evq's record of it says: status, attempts, errors, value."""
+        return get_result(self.framework, self, result_id)
 
 
 class TaskNotImported(Exception):
