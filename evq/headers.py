@@ -89,6 +89,7 @@ def _plain(headers: Mapping[Any, Any]) -> bool:
     names = "\0".join(headers)
     return (
         _NAMES.fullmatch(names) is not None
+        and names.count("\0") == len(headers) - 1  # no name holds the separator itself
         and RESERVED_NAMES.isdisjoint(headers)
         and not any(name.startswith("evq") for name in headers)
         and _BAD_CHARACTER.search("".join(headers.values())) is None

@@ -153,3 +153,8 @@ def test_a_dead_letter_shows_its_events_headers(queue_url: str, tmp_path: Path) 
     shown = run_evq("dlq", "show", listed[0]["id"], "--json")
     assert json.loads(shown.stdout)["headers"] == {"corr": "7"}
     assert "header:       corr: 7" in run_evq("dlq", "show", listed[0]["id"]).stdout
+
+
+def test_a_header_name_holding_a_nul_is_refused() -> None:
+    with pytest.raises(evq.InvalidInput, match="bad header name"):
+        evq.publish("a.b", payload={}, headers={"a\x00b": "x"})

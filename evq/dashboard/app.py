@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 import threading
@@ -271,7 +272,8 @@ class Dashboard:
     def _page(self, request: Request) -> pages.Page:
         csrf, _ = self.guard.csrf_token(request)
         return pages.Page(
-            prefix=request.prefix,
+            # Put in HTML attributes: escaped (a mount's prefix comes from the request's path).
+            prefix=html.escape(request.prefix, quote=True),
             csrf=csrf,
             read_only=self.read_only,
             signed_in_with_token=self.guard.token is not None and self.guard.signed_in(request),
@@ -442,8 +444,17 @@ def _result_message(request: Request) -> str | None:
 
 
 def _local_path(text: str | None) -> str:
-    # Only a path of this dashboard: never another site (an open redirect).
-    if not text or not text.startswith("/") or text.startswith("//") or "\\" in text:
+    # Only a path of this dashboard: never another site (an open redirect), and nothing a
+    # header cannot carry as it is: browsers drop tabs and newlines from a URL (so "/\t/x" is
+    # "//x"), and a CR or LF would start a header of the sender's choosing.
+    if (
+        not text
+        or not text.startswith("/")
+        or text.startswith("//")
+        or "\\" in text
+        or not text.isascii()
+        or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in text)
+    ):
         return "/"
     return text
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from contract.steps import finish, publish
+from evq.publisher import prepare
 from evq.storage.contract import Queue, Routing
 
 BILL, SHIP, AUDIT = "shop:bill", "shop:ship", "shop:audit"
@@ -99,3 +100,24 @@ def test_many_due_deliveries_of_others_do_not_hide_a_selected_one(queue: Queue) 
     batch = queue.lease(selecting(BILL), owner="w1", limit=10, now=at + 3)
     assert [(lease.receiver, lease.event_id) for lease in batch.leases] == [(BILL, late)]
     finish(queue, batch.leases, "done", at=at + 4, owner="w1")
+
+
+def test_a_selective_worker_finds_its_due_delivery_behind_a_backlog_of_others(
+    queue: Queue,
+) -> None:
+    # 1,100 deliveries to another receiver, due first, that no worker takes; then one of its
+    # own. (Redis reads past at most 1,024 others to find when the next of its own is due.)
+    at = time.time() - 60
+    events = [prepare("user.seen", payload={"n": n}, now=at) for n in range(1100)] + [
+        prepare("order.paid", payload={}, now=at + 1)
+    ]
+    queue.publish(events, now=at)
+    # Fanned out by a worker whose receiver has nothing here.
+    fanned = queue.lease(
+        selecting("shop:none"), owner="w0", limit=10, now=at + 2, dispatch_limit=5000
+    )
+    assert fanned.leases == []
+
+    batch = queue.lease(selecting(BILL), owner="w1", limit=10, now=at + 2)
+
+    assert [lease.receiver for lease in batch.leases] == [BILL]

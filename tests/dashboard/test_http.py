@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import socket
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 import pytest
 from conftest import run_evq
@@ -184,3 +184,23 @@ def test_a_token_lets_evq_dashboard_listen_on_every_address(sqlite_shop: Shop) -
     served = serve(sqlite_shop.url, "--host", "0.0.0.0", EVQ_DASHBOARD_TOKEN=TOKEN)
     status, _, _ = served.get("/", Authorization="Bearer " + TOKEN)
     assert status == 200
+
+
+@pytest.mark.parametrize(
+    "next_path",
+    ["/%09/evil.example", "/%0d%0aSet-Cookie:%20planted=1", "/%E2%82%AC", "//evil.example"],
+)
+def test_signing_in_never_sends_the_browser_elsewhere_or_adds_a_header(
+    sqlite_shop: Shop, next_path: str
+) -> None:
+    served = serve(sqlite_shop.url, EVQ_DASHBOARD_TOKEN=TOKEN)
+    status, body, headers = served.get(f"/login?next={next_path}")
+    assert status == 200
+    csrf = re.search(r'name="csrf" value="([^"]+)"', body)
+    assert csrf is not None
+    cookie = headers["Set-Cookie"].split(";", 1)[0]
+    form = urlencode({"token": TOKEN, "csrf": csrf.group(1), "next": unquote(next_path)})
+    status, _, headers = served.post("/login", form, Cookie=cookie)
+    assert status == 303
+    assert headers["Location"] in ("/", f"{served.base}/")
+    assert "planted" not in str(headers)

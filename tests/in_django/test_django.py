@@ -67,7 +67,7 @@ def passed(result: subprocess.CompletedProcess[str]) -> str:
 
 
 IN_DATABASE = ("test", "ledger", "accounts", "--tag", "queue_in_database", "--noinput")
-IN_DATABASE_TESTS = 20  # ledger's 9, accounts' 11 (the seed and the Tasks backend)
+IN_DATABASE_TESTS = 21  # ledger's 9, accounts' 12 (the seed and the Tasks backend)
 
 
 def test_django_tests_pass_with_the_queue_in_a_sqlite_database(tmp_path: Path) -> None:

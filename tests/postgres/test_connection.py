@@ -201,6 +201,14 @@ def test_migrate_brings_version_1_tables_up_to_date_keeping_their_events(
     old = run_evq("publish", "order.paid", "--payload", '{"n": 1}').stdout.strip()
     empty_schema.rows("ALTER TABLE evq_event DROP COLUMN headers")
     empty_schema.rows("UPDATE evq_version SET version = 1")
+    # Until then, a read command says what to run (it would fail on the missing column).
+    for command in (["events"], ["dlq", "list"], ["status"]):
+        refused = run_evq(*command)
+        assert refused.returncode == 1, refused.stderr
+        (line,) = refused.stderr.splitlines()
+        assert line.startswith("Error: the evq tables in ") and line.endswith(
+            "are of an older evq (version 1, this evq writes 2): run `evq migrate` first"
+        )
 
     result = run_evq("migrate")
     assert result.returncode == 0, result.stderr

@@ -108,6 +108,11 @@ class TaskFailed(Exception):
     """A task raised; the message starts with the exception's full class path."""
 
 
+class TaskReturnedNoJSON(Exception):
+    """A task returned a value JSON cannot hold: it ran, so it is not run again (a dead
+    letter at once, as the framework's own backends fail such a task)."""
+
+
 def check_params(framework: Framework, alias: str, queues: set[str], options: Any) -> int:
     """Check a backend's QUEUES and OPTIONS; return its number of retries, or raise the
     framework's `InvalidTaskBackend`."""
@@ -138,7 +143,10 @@ def subscribe_queues(alias: str, queues: set[str], retries: int) -> None:
     with loading(f"Django TASKS[{alias!r}]"):
         for pattern in patterns:
             evq.subscribe(
-                pattern, receiver=run_task, retries=retries, dont_retry=(TaskNotImported,)
+                pattern,
+                receiver=run_task,
+                retries=retries,
+                dont_retry=(TaskNotImported, TaskReturnedNoJSON),
             )
 
 
@@ -226,12 +234,20 @@ def run_task(event: evq.Event, /) -> None:
             value = task.call(context, *result.args, **result.kwargs)
         else:
             value = task.call(*result.args, **result.kwargs)
-        text = json.dumps({"return_value": value})
     except Exception as exc:
         _set(result, status=framework.base.TaskResultStatus.FAILED, finished_at=_now())
         framework.signals.task_finished.send(type(backend), task_result=result)
         kind = type(exc)
         raise TaskFailed(f"{kind.__module__}.{kind.__qualname__}: {exc}") from exc
+    try:
+        text = json.dumps({"return_value": value})
+    except (TypeError, ValueError) as exc:
+        # The task ran: running it again would repeat what it did. A dead letter, at once.
+        _set(result, status=framework.base.TaskResultStatus.FAILED, finished_at=_now())
+        framework.signals.task_finished.send(type(backend), task_result=result)
+        raise TaskReturnedNoJSON(
+            f"the task returned {type(value).__name__}, which JSON cannot hold: {exc}"
+        ) from exc
     evq.publish(RESULT_PREFIX + event.id, payload=json.loads(text), key=RESULT_PREFIX + event.id)
     _set(result, status=framework.base.TaskResultStatus.SUCCESSFUL, finished_at=_now())
     framework.signals.task_finished.send(type(backend), task_result=result)

@@ -83,7 +83,9 @@ class PostgresQueue:
         if (version is None or version < schema.SCHEMA_VERSION) and self._create:
             schema.migrate(conn, self.location)
             return
-        schema.check_version(version, self.location)
+        # A handle that may not create (the read commands) reads this evq's columns: tables of
+        # an older evq are refused with what to run, not failed on one query after another.
+        schema.check_current(version, self.location)
 
     @property
     def location(self) -> str:

@@ -58,56 +58,6 @@ end
 
 local UNFINISHED = { 'due:pending', 'due:retrying', 'due:running' }
 
--- How many due deliveries a worker that runs selected receivers only reads past, at most,
--- to find when its next one is due.
-local SELECTED_SCAN = 1024
-
--- When the first delivery in the sorted set `key` is due, among those to `selected`
--- receivers (a set; nil: any). Past SELECTED_SCAN others, it answers "look again in a
--- second" rather than read on.
-local function first_due(key, selected)
-    if selected == nil then
-        return tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2])
-    end
-    local last = nil
-    for offset = 0, SELECTED_SCAN - 1, 128 do
-        local page = redis.call('ZRANGE', key, offset, offset + 127, 'WITHSCORES')
-        for k = 1, #page, 2 do
-            if selected[redis.call('HGET', base .. 'd:' .. page[k], 'receiver') or ''] then
-                return tonumber(page[k + 1])
-            end
-            last = tonumber(page[k + 1])
-        end
-        if #page < 256 then
-            return nil
-        end
-    end
-    return math.max(last, clock() + 1)
-end
-
--- When the earliest delivery (to `selected` receivers, if given) is due; an event not fanned
--- out yet is due since it was published. Returns '' if nothing is.
-local function next_due(selected)
-    local best = nil
-    for _, name in ipairs(UNFINISHED) do
-        local first = first_due(base .. name, selected)
-        if first and (best == nil or first < best) then
-            best = first
-        end
-    end
-    local oldest = redis.call('ZRANGE', base .. 'undispatched', 0, 0)
-    if oldest[1] then
-        local published = tonumber(redis.call('HGET', base .. 'e:' .. oldest[1], 'published_at'))
-        if published and (best == nil or published < best) then
-            best = published
-        end
-    end
-    if best == nil then
-        return ''
-    end
-    return fmt(best)
-end
-
 -- The due deliveries of the sorted set `key`, oldest first, at most `limit`: {id, due} each.
 -- With `selected` (a set of receivers), only theirs: the others' are read past, and left.
 local function due_in(key, now, limit, selected)
@@ -136,6 +86,63 @@ local function due_in(key, now, limit, selected)
         offset = offset + 256
     end
     return found
+end
+
+-- How many due deliveries a worker that runs selected receivers only reads past, at most,
+-- to find when its next one is due.
+local SELECTED_SCAN = 1024
+
+-- When the first delivery in the sorted set `key` is due, among those to `selected`
+-- receivers (a set; nil: any). Past SELECTED_SCAN others, it looks only for one of theirs
+-- due now, and otherwise answers "look again in a second" rather than read on.
+local function first_due(key, selected)
+    if selected == nil then
+        return tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2])
+    end
+    local last = nil
+    for offset = 0, SELECTED_SCAN - 1, 128 do
+        local page = redis.call('ZRANGE', key, offset, offset + 127, 'WITHSCORES')
+        for k = 1, #page, 2 do
+            if selected[redis.call('HGET', base .. 'd:' .. page[k], 'receiver') or ''] then
+                return tonumber(page[k + 1])
+            end
+            last = tonumber(page[k + 1])
+        end
+        if #page < 256 then
+            return nil
+        end
+    end
+    -- Past the others' backlog: one of its own may be due now all the same (leasing reads
+    -- the whole due range for it), else look again in a second.
+    local now = clock()
+    local due = due_in(key, now, 1, selected)
+    if due[1] then
+        return due[1][2]
+    end
+    return math.max(last, now + 1)
+end
+
+-- When the earliest delivery (to `selected` receivers, if given) is due; an event not fanned
+-- out yet is due since it was published. Returns '' if nothing is.
+local function next_due(selected)
+    local best = nil
+    for _, name in ipairs(UNFINISHED) do
+        local first = first_due(base .. name, selected)
+        if first and (best == nil or first < best) then
+            best = first
+        end
+    end
+    local oldest = redis.call('ZRANGE', base .. 'undispatched', 0, 0)
+    if oldest[1] then
+        local published = tonumber(redis.call('HGET', base .. 'e:' .. oldest[1], 'published_at'))
+        if published and (best == nil or published < best) then
+            best = published
+        end
+    end
+    if best == nil then
+        return ''
+    end
+    return fmt(best)
 end
 
 local function wake()

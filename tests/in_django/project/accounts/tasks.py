@@ -49,3 +49,11 @@ def fail_until(marker: str) -> str:
     if not Path(marker).exists():
         raise RuntimeError("not yet")
     return "fixed"
+
+
+@task(queue_name="events")
+def return_a_date() -> object:
+    """Returns what JSON cannot hold, after it has done its work."""
+    import datetime
+
+    return datetime.date(2026, 12, 1)

@@ -67,6 +67,17 @@ class TasksBackend(TransactionTestCase):
         dead = queue().dead_letters()
         self.assertIn(result.id, {letter.event_id for letter in dead})
 
+    def test_a_task_returning_what_json_cannot_hold_is_failed_without_running_again(
+        self,
+    ) -> None:
+        result = tasks.return_a_date.enqueue()
+        deliver()
+        result.refresh()
+        self.assertEqual(result.status, "FAILED")
+        [letter] = [d for d in queue().dead_letters() if d.event_id == result.id]
+        self.assertIn("the task returned date, which JSON cannot hold", letter.error or "")
+        self.assertEqual(letter.attempts, 1)
+
     def test_a_failed_task_redriven_from_the_dead_letters_runs_again(self) -> None:
         marker = Path(tempfile.mkdtemp()) / "fixed"
         result = tasks.fail_until.enqueue(str(marker))
