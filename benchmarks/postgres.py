@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -46,7 +45,6 @@ from urllib.parse import quote
 import psycopg
 from baselines import RECORD_SOURCE, _RecordedRun, _stop_process, percentile
 from run import (
-    ANALYSIS_MARKER,
     EVENT_NAME,
     RECEIVERS,
     ROOT,
@@ -58,11 +56,12 @@ from run import (
     _fmt,
     _git,
     _items,
-    _kept_analysis,
     _log,
     _payload,
     _table,
     _use_bytecode_cache,
+    run_sections,
+    write_results,
 )
 
 import evq
@@ -586,20 +585,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.notes.append(f"partial run: only {', '.join(sections)}")
     signal.signal(signal.SIGINT, signal.default_int_handler)
     _use_bytecode_cache()
-    for name in sections:
-        _log(f"== {name}")
-        try:
-            BENCHES[name](report, sizes, args.url)
-        except Exception as exc:
-            report.errors.append(f"{name}: {type(exc).__name__}: {exc}".replace("\n", " "))
-            traceback.print_exc()
+    run_sections(report, sections, lambda name: BENCHES[name](report, sizes, args.url))
     shown = [a if not a.startswith(("postgres://", "postgresql://")) else "URL" for a in argv]
     text = render(report, sizes, args.url, shown, time.monotonic() - _STARTED)
     print(text)
-    kept = _kept_analysis(args.output)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text + "\n" + ANALYSIS_MARKER + (kept or "\n"), encoding="utf-8")
-    _log(f"wrote {args.output}")
+    write_results(args.output, text)
     return 1 if report.errors else 0
 
 

@@ -58,7 +58,6 @@ from baselines import (  # noqa: E402
     percentile,
 )
 from run import (  # noqa: E402
-    ANALYSIS_MARKER,
     EVENT_NAME,
     RECEIVERS,
     WARMUP_SEQ,
@@ -67,12 +66,13 @@ from run import (  # noqa: E402
     _EvqApp,
     _fmt,
     _items,
-    _kept_analysis,
     _log,
     _machine,
     _payload,
     _table,
     _use_bytecode_cache,
+    run_sections,
+    write_results,
 )
 
 import evq  # noqa: E402
@@ -717,24 +717,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     _use_bytecode_cache()
     started = time.monotonic()
     report = Report()
-    for section in args.only or SECTIONS:
-        try:
-            if section == "publish":
-                bench_publish(report, sizes, args.url)
-            elif section == "drain":
-                bench_drain(report, sizes, args.url, args.tmp_root)
-            elif section == "memory":
-                bench_memory(report, sizes, args.url, args.tmp_root)
-            else:
-                bench_latency(report, sizes, args.url, args.tmp_root)
-        except Exception as exc:  # Report what failed, keep the rest.
-            report.errors.append(f"{section}: {type(exc).__name__}: {exc}"[:2000])
-            _log(f"{section} FAILED: {exc}")
+
+    def bench(section: str) -> None:
+        if section == "publish":
+            bench_publish(report, sizes, args.url)
+        elif section == "drain":
+            bench_drain(report, sizes, args.url, args.tmp_root)
+        elif section == "memory":
+            bench_memory(report, sizes, args.url, args.tmp_root)
+        else:
+            bench_latency(report, sizes, args.url, args.tmp_root)
+
+    run_sections(report, args.only or SECTIONS, bench)
     text = render(report, sizes, args.url, argv, time.monotonic() - started)
-    analysis = _kept_analysis(args.output)
-    args.output.write_text(text + "\n" + ANALYSIS_MARKER + analysis, encoding="utf-8")
     print(text)
-    _log(f"wrote {args.output}")
+    write_results(args.output, text)
     return 1 if report.errors else 0
 
 

@@ -1168,20 +1168,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Receivers run in subprocesses; this process only publishes. SIGINT stops cleanly.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     _use_bytecode_cache()
+    run_sections(report, sections, lambda name: BENCHES[name](report, sizes, args.tmp_root))
+    text = render(report, sizes, argv, time.monotonic() - _STARTED)
+    print(text)
+    write_results(args.output, text)
+    return 1 if report.errors else 0
+
+
+def run_sections(report: Report, sections: Sequence[str], bench: Callable[[str], None]) -> None:
+    """Run `bench(name)` for each section; one that fails is reported and the rest still run
+    (this script's, and the server benchmarks')."""
     for name in sections:
         _log(f"== {name}")
         try:
-            BENCHES[name](report, sizes, args.tmp_root)
+            bench(name)
         except Exception as exc:
             report.errors.append(f"{name}: {type(exc).__name__}: {exc}".replace("\n", " "))
             traceback.print_exc()
-    text = render(report, sizes, argv, time.monotonic() - _STARTED)
-    print(text)
-    kept = _kept_analysis(args.output)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text + "\n" + ANALYSIS_MARKER + (kept or "\n"), encoding="utf-8")
-    _log(f"wrote {args.output}")
-    return 1 if report.errors else 0
+
+
+def write_results(output: Path, text: str) -> None:
+    """Write the generated `text` to `output`, keeping what stands below ANALYSIS_MARKER there."""
+    kept = _kept_analysis(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text + "\n" + ANALYSIS_MARKER + (kept or "\n"), encoding="utf-8")
+    _log(f"wrote {output}")
 
 
 if __name__ == "__main__":
