@@ -77,6 +77,18 @@ def attempt(
                 callback()
 
 
+def event_of(lease: Lease, payload: dict[str, Any]) -> Event:
+    """The event a receiver is given for `lease`, whose payload decoded to `payload`."""
+    return Event(
+        id=lease.event_id,
+        name=lease.name,
+        payload=payload,
+        published_at=timestamp_to_datetime(lease.published_at),
+        attempt=lease.attempt - lease.attempt_base,
+        headers=decode_headers(lease.headers),
+    )
+
+
 def _attempt(
     lease: Lease, subscription: Subscription | None, clock: Callable[[], float]
 ) -> Outcome:
@@ -87,14 +99,7 @@ def _attempt(
         payload = decode_payload(lease.payload)
     except InvalidPayload as exc:
         return _dead(lease, None, str(exc), clock)
-    event = Event(
-        id=lease.event_id,
-        name=lease.name,
-        payload=payload,
-        published_at=timestamp_to_datetime(lease.published_at),
-        attempt=lease.attempt - lease.attempt_base,
-        headers=decode_headers(lease.headers),
-    )
+    event = event_of(lease, payload)
     started = clock()
     try:
         if config.tracing_enabled():

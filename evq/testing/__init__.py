@@ -342,16 +342,8 @@ def _attempt(lease: Lease, outcome: Outcome) -> Attempt:
         payload = json.loads(lease.payload)
     except ValueError:
         payload = {}
-    event = Event(
-        id=lease.event_id,
-        name=lease.name,
-        payload=payload,
-        published_at=timestamp_to_datetime(lease.published_at),
-        attempt=lease.attempt - lease.attempt_base,
-        headers=decode_headers(lease.headers),
-    )
     return Attempt(
-        event=event,
+        event=delivery.event_of(lease, payload),
         receiver=lease.receiver,
         outcome=outcome.kind,
         error=outcome.error,
