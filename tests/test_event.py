@@ -34,6 +34,40 @@ def test_event_ids_are_unique_and_sort_by_creation() -> None:
     assert all(len(i) == 26 for i in ids)
 
 
+def test_an_id_is_its_millisecond_then_a_counter_shared_with_ids_taken_together() -> None:
+    before = time.time_ns() // 1_000_000
+    first = new_event_id()
+    batch = new_event_ids(2)
+    second = new_event_id()
+    after = time.time_ns() // 1_000_000
+    values = [ulid_value(i) for i in (first, *batch, second)]
+    assert all(before <= value >> 80 <= after for value in values)
+    if len({value >> 80 for value in values}) == 1:  # one millisecond: the random part counts
+        assert [b - a for a, b in itertools.pairwise(values)] == [1, 1, 1]
+    assert first < batch[0] < batch[1] < second
+
+
+def test_ids_made_by_many_threads_at_once_are_unique_and_well_formed() -> None:
+    import threading
+
+    made: list[list[str]] = [[] for _ in range(4)]
+
+    def make(out: list[str]) -> None:
+        for _ in range(5000):
+            out.append(new_event_id())
+
+    threads = [threading.Thread(target=make, args=(out,)) for out in made]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = [i for out in made for i in out]
+    assert len(set(ids)) == len(ids) == 20_000
+    # A thread's ids sort in the order it made them, though the others took ids in between.
+    assert all(out == sorted(out) for out in made)
+    assert all(re.fullmatch(f"[{CROCKFORD}]{{26}}", i) for i in ids)
+
+
 def test_ids_taken_together_count_up_from_one_random_start() -> None:
     before = new_event_id()
     # Over 2,048 ids cross at least one run of 1,024 that shares its first 24 characters.
