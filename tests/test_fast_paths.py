@@ -56,6 +56,7 @@ PAYLOADS = [_payload(random.Random(seed)) for seed in range(500)]
 @pytest.mark.skipif(not CPYTHON, reason="the fast paths are CPython's")
 def test_the_c_encoder_is_found_on_this_python() -> None:
     assert payload._encode_all is not payload._encode_each
+    assert payload._encode_one != payload._encoder.encode
 
 
 @pytest.mark.skipif(not CPYTHON, reason="the fast paths are CPython's")
@@ -66,6 +67,7 @@ def test_the_c_scanner_is_found_on_this_python() -> None:
 
 def test_the_fast_encoder_writes_exactly_what_the_public_encoder_writes() -> None:
     assert payload._encode_all(PAYLOADS) == payload._encode_each(PAYLOADS)
+    assert list(map(payload._encode_one, PAYLOADS)) == payload._encode_each(PAYLOADS)
     assert payload._encode_each(PAYLOADS) == [
         json.dumps(p, ensure_ascii=False, separators=(",", ":")) for p in PAYLOADS
     ]
@@ -100,6 +102,17 @@ def test_publish_many_works_on_the_public_encoder(
     assert _stored_payloads(queue_path) == payload._encode_each(PAYLOADS[:50])
     with pytest.raises(InvalidPayload):
         evq.publish_many([{"name": "a.b", "payload": {"t": (1, 2)}}])
+
+
+def test_publish_works_on_the_public_encoder(
+    queue_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(payload, "_encode_one", payload._encoder.encode)
+    for p in PAYLOADS[:50]:
+        evq.publish("a.b", payload=p)
+    assert _stored_payloads(queue_path) == payload._encode_each(PAYLOADS[:50])
+    with pytest.raises(InvalidPayload):
+        evq.publish("a.b", payload={"t": (1, 2)})
 
 
 def test_publish_jsonl_works_on_the_public_scanner(
