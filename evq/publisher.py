@@ -326,10 +326,12 @@ def _prepare_batch(
     names, payloads, keys, dues, headers = fields
     texts = encode(payloads, max_bytes=max_bytes)
     ids = new_event_ids(len(texts))
-    # NewEvent's own constructor from an iterable, without a call through its keywords.
+    # What NewEvent._make does, less its Python frame and length check (zip makes each
+    # tuple the right length).
     return list(
         map(
-            NewEvent._make,
+            tuple.__new__,
+            itertools.repeat(NewEvent),
             zip(ids, names, texts, itertools.repeat(now), dues, keys, headers or _NO_HEADERS),
         )
     )
@@ -354,7 +356,23 @@ class _Fields(NamedTuple):
 def _plain_fields(items: list[Any], now: float, default_due: float) -> _Fields | None:
     """The fields of `items` if every one is a dict of known fields with a valid name, key
     and delay, else None. The common case, checked a column at a time at C speed."""
-    if not set(map(type, items)) <= {dict} or not all(map(_ITEM_FIELDS.issuperset, items)):
+    if not set(map(type, items)) <= {dict}:
+        return None
+    if all(map(operator.eq, map(dict.keys, items), itertools.repeat(_NAME_AND_PAYLOAD))):
+        # The commonest batch (every `--jsonl` line of a plain export): a name and a payload.
+        names = list(map(_NAME, items))
+        if not set(map(type, names)) <= {str}:
+            return None
+        try:
+            for name in set(names):
+                validate_name(name)
+        except InvalidInput:
+            return None
+        nothing: list[str | None] = [None] * len(items)
+        return _Fields(
+            names, list(map(_GIVEN_PAYLOAD, items)), nothing, [default_due] * len(items), None
+        )
+    if not all(map(_ITEM_FIELDS.issuperset, items)):
         return None
     try:
         names = list(map(_NAME, items))
@@ -416,6 +434,8 @@ def _checked_fields(items: list[Any], now: float, default_due: float, max_bytes:
 _NAME = operator.itemgetter("name")
 _KEY = operator.methodcaller("get", "key")
 _PAYLOAD = operator.methodcaller("get", "payload", {})
+_GIVEN_PAYLOAD = operator.itemgetter("payload")
+_NAME_AND_PAYLOAD = frozenset({"name", "payload"})
 _ITEM_FIELDS = frozenset({"name", "payload", "key", "delay", "headers"})
 
 

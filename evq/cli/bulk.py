@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import itertools
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 import click
@@ -41,25 +40,19 @@ def publish_jsonl(source: str, *, delay: float | None, as_json: bool) -> None:
     max_line = current().max_payload_bytes + LINE_ROOM
 
     batches: list[list[NewEvent]] = []
-    items: list[Any] = []  # Parsed lines, until they are checked as a batch.
-    numbers: list[int] = []
+    read = 0  # lines read so far
     # Parsed lines hold no reference cycles, but the collector would walk them all, again and
     # again as they pile up: a tenth of the time of a large file.
     with _open(source) as file, _collector_paused():
-        for number, line in enumerate(_bounded_lines(file, max_line), start=1):
-            if not line or line.isspace():
-                continue
+        for lines in _line_batches(file, max_line):
+            numbers: Sequence[int] = range(read + 1, read + 1 + len(lines))
             try:
-                items.append(_parse(line))
-            except InvalidInput as exc:
-                # Report the first bad line: one before this may hold a bad event.
-                _prepare(items, numbers, delay)
-                raise _at_line(number, exc) from None
-            numbers.append(number)
-            if len(items) == BATCH_SIZE:
-                batches.extend(_prepare(items, numbers, delay))
-                items, numbers = [], []
-        batches.extend(_prepare(items, numbers, delay))
+                items = list(map(_parse, lines))
+            except InvalidInput:  # A blank line, or a bad one: which, and is it the first?
+                items, numbers = _parse_each(lines, read, delay)
+            # Each batch of lines is checked as it is read: only events ready to store are kept.
+            batches.extend(_prepare(items, numbers, delay))
+            read += len(lines)
     events = [event for batch in batches for event in batch]
     with _progress(len(events)) as advance:
         try:
@@ -73,7 +66,25 @@ def publish_jsonl(source: str, *, delay: float | None, as_json: bool) -> None:
         sys.stdout.write("".join(f"{event_id}\n" for event_id in ids))
 
 
-def _prepare(items: list[Any], numbers: list[int], delay: float | None) -> list[list[NewEvent]]:
+def _parse_each(lines: list[str], read: int, delay: float | None) -> tuple[list[Any], list[int]]:
+    """The JSON values of the lines that are not blank, and their line numbers (`read` lines
+    came before these); a bad line raises `InvalidInput` naming it, once the lines before it
+    are checked (one of them may hold a bad event: the first problem is the one reported)."""
+    items: list[Any] = []
+    numbers: list[int] = []
+    for number, line in enumerate(lines, start=read + 1):
+        if not line or line.isspace():
+            continue
+        try:
+            items.append(_parse(line))
+        except InvalidInput as exc:
+            _prepare(items, numbers, delay)
+            raise _at_line(number, exc) from None
+        numbers.append(number)
+    return items, numbers
+
+
+def _prepare(items: list[Any], numbers: Sequence[int], delay: float | None) -> list[list[NewEvent]]:
     from evq.publisher import prepare_decoded
 
     try:
@@ -84,15 +95,11 @@ def _prepare(items: list[Any], numbers: list[int], delay: float | None) -> list[
         raise _at_line(numbers[exc.position], exc) from None
 
 
-def _bounded_lines(file: IO[str], limit: int) -> Iterator[str]:
-    """The lines of `file`, without their newline; one longer than `limit` characters is
-    refused after reading at most `limit` + 1 of them (`--jsonl /dev/zero` must not read until
-    memory runs out). Read in chunks and split at C speed: a generator resumed for every line
-    would cost a tenth of a large input's time."""
-    return itertools.chain.from_iterable(_line_batches(file, limit))
-
-
 def _line_batches(file: IO[str], limit: int) -> Iterator[list[str]]:
+    """The lines of `file`, without their newline, a chunk's worth at a time; one longer than
+    `limit` characters is refused after reading at most `limit` + 1 of them (`--jsonl
+    /dev/zero` must not read until memory runs out). Read in chunks and split at C speed: a
+    generator resumed for every line would cost a tenth of a large input's time."""
     done = 0  # lines handed out so far, for the error's line number
     rest = ""  # the start of a line whose end is not read yet
     while chunk := file.read(max(1, min(_CHUNK, limit + 1 - len(rest)))):
@@ -120,7 +127,7 @@ def _parse(line: str) -> Any:
         value, end = _scan(line, 0)
     except (StopIteration, ValueError, RecursionError):
         end = -1
-    if end == len(line) or (end > 0 and line[end:] == "\n"):
+    if end == len(line):
         return value
     try:
         return json.loads(line)
