@@ -14,15 +14,18 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from evq import config
 from evq.errors import InvalidInput, OutboxUnsupported
 from evq.ids import event_id_floor, new_event_id, new_event_ids
 from evq.names import validate_name
 from evq.payload import encode_decoded_payloads, encode_payload, encode_payloads
-from evq.storage import Queue, open_queue
-from evq.storage.contract import NewEvent
+from evq.storage import open_queue
+from evq.storage.publishing import NewEvent
+
+if TYPE_CHECKING:
+    from evq.storage import Queue
 
 Delay = float | int | dt.timedelta | None
 

@@ -1,7 +1,8 @@
 """Where the queue lives: `open_queue(url)`, the one place that picks a backend.
 
 - `contract`: the types that cross the seam and the `Queue` protocol every backend implements,
-  with what each method promises (atomic, fenced by a lease, lazy).
+  with what each method promises (atomic, fenced by a lease, lazy); `publishing`, the part of
+  it a publish needs, apart so that `evq publish` builds nothing more.
 - `rules`: the rules of the domain, written once: states, dead letters, replay, retention.
 - one package per backend: `sqlite` (a file; the default), `postgres` and `redis` (servers),
   `memory` (inside one process, for tests: see `evq.testing`).
@@ -13,9 +14,13 @@ is imported only when a URL names it.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, Any
 
 from evq.errors import UnknownBackend
-from evq.storage.contract import Queue, Role
+from evq.storage.publishing import Role
+
+if TYPE_CHECKING:
+    from evq.storage.contract import Queue
 
 __all__ = ["Queue", "Role", "open_queue"]
 
@@ -58,3 +63,12 @@ def open_queue(url: str, *, role: Role = "publish", create: bool = True) -> Queu
         ) from None
     queue: Queue = getattr(module, class_name)(url, role=role, create=create)
     return queue
+
+
+def __getattr__(name: str) -> Any:
+    # `Queue` loads the whole contract: only when asked for, never by a publish.
+    if name == "Queue":
+        from evq.storage.contract import Queue
+
+        return Queue
+    raise AttributeError(f"module 'evq.storage' has no attribute {name!r}")

@@ -36,6 +36,12 @@ annotation into a compiled ForwardRef, which cost `evq publish` 2 ms.)
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple, Protocol
 
+# What a publish needs lives apart, so that `evq publish` does not build the classes below
+# (1.5 ms of its start-up); it is part of this contract all the same.
+from evq.storage.publishing import Capabilities as Capabilities
+from evq.storage.publishing import NewEvent as NewEvent
+from evq.storage.publishing import Role as Role
+
 #: What happened to one leased attempt: `done`; `retry` (run again at `Outcome.retry_at`);
 #: `dead` (a dead letter); `release` (interrupted by a shutdown, or never started: the delivery
 #: is available again at once, and an attempt that never started gives its number back).
@@ -56,24 +62,6 @@ DELIVERY_STATES: tuple[DeliveryState, ...] = (
 #: What a backend stores of a delivery's state: `pending` covers pending, scheduled and
 #: retrying, which differ only by the delivery's due time and failures.
 StoredState = Literal["pending", "running", "done", "dead"]
-
-#: Who opens a queue, so that a backend can choose how durably to write. Publishers wait for
-#: durable commits; a worker may write its outcomes less durably (a lost outcome only repeats a
-#: delivery); inspection only reads.
-Role = Literal["publish", "work", "inspect"]
-
-
-class NewEvent(NamedTuple):
-    """An event ready to be stored: validated, with its payload already encoded as JSON, and
-    its headers too (None when it has none: most events, stored at no cost)."""
-
-    id: str
-    name: str
-    payload: str
-    published_at: float
-    due_at: float
-    key: str | None = None
-    headers: str | None = None
 
 
 class Lease(NamedTuple):
@@ -338,20 +326,6 @@ class ChangeWatcher(Protocol):
     def close(self) -> None:
         """Release what the watcher holds (connections, descriptors)."""
         ...
-
-
-class Capabilities(NamedTuple):
-    """What a backend can do beyond the contract's core.
-
-    `wakeup`: `Queue.watch()` returns a watcher that wakes an idle worker within milliseconds of
-    a commit (without it, workers poll). `outbox`: `Queue.publish_within()` writes inside a
-    caller's transaction on the connection types named here. `durability`: the values of the
-    backend's `sync` URL parameter, most durable first.
-    """
-
-    wakeup: bool = False
-    outbox: tuple[str, ...] = ()
-    durability: tuple[str, ...] = ()
 
 
 class Queue(Protocol):

@@ -33,27 +33,27 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from evq.storage.contract import (
-    Capabilities,
-    ChangeWatcher,
-    DeadLetter,
-    DeliveryState,
-    EventRecord,
-    EventSelection,
-    Lease,
-    LeaseBatch,
-    MinuteCount,
-    NewEvent,
-    Outcome,
-    Queue,
-    QueueStatus,
-    Role,
-    Routing,
-)
+from evq.storage.publishing import Capabilities, NewEvent, Role
 from evq.storage.sqlite import publishing
 from evq.storage.sqlite.connection import SYNC_MODES, Connection, parse_url, sync_mode
+
+if TYPE_CHECKING:  # The rest of the contract is loaded by the worker and the reading commands.
+    from evq.storage.contract import (
+        ChangeWatcher,
+        DeadLetter,
+        DeliveryState,
+        EventRecord,
+        EventSelection,
+        Lease,
+        LeaseBatch,
+        MinuteCount,
+        Outcome,
+        Queue,
+        QueueStatus,
+        Routing,
+    )
 
 CAPABILITIES = Capabilities(wakeup=True, outbox=("sqlite3",), durability=SYNC_MODES)
 
@@ -136,6 +136,7 @@ class SqliteQueue:
         """Record `outcomes`, fan new events out, and lease up to `limit` due deliveries, in
         one transaction. When nothing is due and there is nothing to record, no write
         transaction is taken."""
+        from evq.storage.contract import LeaseBatch
         from evq.storage.sqlite import delivering  # not on the publishing path
 
         now = time.time() if now is None else now
@@ -269,6 +270,7 @@ class SqliteQueue:
         now: float | None = None,
     ) -> list[EventRecord]:
         """Return the selected events, newest first, with their delivery counts by state."""
+        from evq.storage.contract import EventSelection
         from evq.storage.sqlite import inspecting
 
         now = time.time() if now is None else now

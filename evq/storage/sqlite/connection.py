@@ -19,7 +19,7 @@ from evq.errors import (
     StorageError,
     StorageFull,
 )
-from evq.storage.contract import Role
+from evq.storage.publishing import Role
 
 SYNC_MODES = ("full", "normal", "off")
 _SYNC_PRAGMA = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}

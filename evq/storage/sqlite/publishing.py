@@ -8,7 +8,7 @@ import operator
 import sqlite3
 from collections.abc import Sequence
 
-from evq.storage.contract import NewEvent
+from evq.storage.publishing import NewEvent
 
 # The columns in `NewEvent`'s order, so that an event binds as the plain tuple it is.
 _INSERT_EVENT = (
