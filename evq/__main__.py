@@ -1,5 +1,5 @@
 """`python -m evq`: the same as the `evq` command."""
 
-from evq.cli import main
+from evq.cli import entry_point
 
-main()
+entry_point()

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from conftest import assert_nothing_stored, run_evq
 from conftest import stored_events as stored
 
+import evq
 from evq.cli import cli
 
 
@@ -159,6 +160,29 @@ def test_version_and_help_mention_environment_variables() -> None:
         assert variable in worker_help
 
 
+def test_the_evq_command_freezes_the_collector_and_main_inside_another_program_does_not() -> None:
+    # `evq` owns its process: what it imported is frozen (cheaper collections, a faster exit).
+    # `main` also runs inside other programs (`manage.py evq`): there it must leave theirs be.
+    script = (
+        "import gc, sys\n"
+        "from evq.cli import entry_point, main\n"
+        "def run(command, args):\n"
+        "    try:\n        command(args)\n    except SystemExit:\n        pass\n"
+        "run(lambda args: main(args), ['--version'])\n"
+        "print(gc.get_freeze_count())\n"
+        "sys.argv = ['evq', '--version']\n"
+        "run(lambda args: entry_point(), None)\n"
+        "print(gc.get_freeze_count() > 1000)\n"
+    )
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    version = f"evq, version {evq.__version__}"
+    assert result.stdout.splitlines() == [version, "0", version, "True"]  # main froze nothing
+
+
 def test_the_publish_path_imports_nothing_it_does_not_need(queue_path: Path) -> None:
     script = (
         "import sys\n"
@@ -167,7 +191,8 @@ def test_the_publish_path_imports_nothing_it_does_not_need(queue_path: Path) -> 
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "heavy = ('huey', 'rich', 'dataclasses', 'evq.worker', 'evq.subscriptions',"
         " 'evq.testing', 'evq.storage.memory', 'pytest',"
-        " 'evq.metrics', 'evq.cli.log_format', 'prometheus_client')\n"
+        " 'evq.metrics', 'evq.cli.log_format', 'prometheus_client', 'evq.storage.contract',"
+        " 'evq.storage.sqlite.delivering', 'evq.storage.sqlite.inspecting')\n"
         "loaded = sorted(m for m in sys.modules if m in heavy or m.split('.')[0] in heavy)\n"
         "print(loaded, file=sys.stderr)\n"
     )
