@@ -41,29 +41,31 @@ def publish_jsonl(source: str, *, delay: float | None, as_json: bool) -> None:
 
     batches: list[list[NewEvent]] = []
     read = 0  # lines read so far
-    # Parsed lines hold no reference cycles, but the collector would walk them all, again and
-    # again as they pile up: a tenth of the time of a large file.
-    with _open(source) as file, _collector_paused():
-        for lines in _line_batches(file, max_line):
-            numbers: Sequence[int] = range(read + 1, read + 1 + len(lines))
+    # The events hold no reference cycles, but the collector would walk them all, again and
+    # again as they pile up, and once more when it is back on: a tenth of a large file's time.
+    with _collector_paused():
+        with _open(source) as file:
+            for lines in _line_batches(file, max_line):
+                numbers: Sequence[int] = range(read + 1, read + 1 + len(lines))
+                try:
+                    items = list(map(_parse, lines))
+                except InvalidInput:  # A blank line, or a bad one: which, and is it the first?
+                    items, numbers = _parse_each(lines, read, delay)
+                # Each batch of lines is checked as it is read: only events ready to store are
+                # kept.
+                batches.extend(_prepare(items, numbers, delay))
+                read += len(lines)
+        events = [event for batch in batches for event in batch]
+        with _progress(len(events)) as advance:
             try:
-                items = list(map(_parse, lines))
-            except InvalidInput:  # A blank line, or a bad one: which, and is it the first?
-                items, numbers = _parse_each(lines, read, delay)
-            # Each batch of lines is checked as it is read: only events ready to store are kept.
-            batches.extend(_prepare(items, numbers, delay))
-            read += len(lines)
-    events = [event for batch in batches for event in batch]
-    with _progress(len(events)) as advance:
-        try:
-            ids = store(events)
-        except StorageError as exc:
-            raise type(exc)(f"{exc}; nothing was published") from None
-        advance(len(events))
-    if as_json:
-        click.echo(json.dumps({"published": len(ids), "ids": ids}))
-    else:
-        sys.stdout.write("".join(f"{event_id}\n" for event_id in ids))
+                ids = store(events)
+            except StorageError as exc:
+                raise type(exc)(f"{exc}; nothing was published") from None
+            advance(len(events))
+        if as_json:
+            click.echo(json.dumps({"published": len(ids), "ids": ids}))
+        elif ids:
+            sys.stdout.write("\n".join(ids) + "\n")
 
 
 def _parse_each(lines: list[str], read: int, delay: float | None) -> tuple[list[Any], list[int]]:
