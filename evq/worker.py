@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import socket
@@ -435,10 +436,17 @@ class EvqHuey(Huey):  # type: ignore[misc]
         )
         wrapper = self.task(name=TASK_NAME)(_deliver)
         self.storage.task_name = self._registry.task_to_string(wrapper.task_class)
-        self.delivered = 0
+        # Counted in shared memory, made before `run()` forks: process workers count into the
+        # parent's number, and threads never lose an increment to one another.
+        self._delivered = multiprocessing.Value("q", 0)
         # Called with each outcome, in the thread (or forked process) that ran the attempt:
         # metrics, for one. Add them before `run()` forks process workers.
         self.outcome_listeners: list[Callable[[Outcome], None]] = []
+
+    @property
+    def delivered(self) -> int:
+        """How many attempts this worker ran, in all its threads or processes."""
+        return int(self._delivered.value)
 
     def execute(self, task: Any, timestamp: Any = None) -> None:
         """Run one leased attempt and hand its outcome to the storage."""
@@ -450,7 +458,8 @@ class EvqHuey(Huey):  # type: ignore[misc]
         finally:
             self._tasks_in_flight.discard(task)
         self.storage.finished(outcome)
-        self.delivered += 1
+        with self._delivered.get_lock():
+            self._delivered.value += 1
         _log_outcome(outcome)
         for listener in self.outcome_listeners:
             listener(outcome)

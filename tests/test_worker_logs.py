@@ -62,6 +62,8 @@ def test_every_line_is_json_with_the_fields_of_each_delivery(
     entries = json_lines(stderr)
     assert entries[0]["message"].startswith("evq worker ")
     assert entries[-1]["message"].startswith("stopped after ")
+    # Every attempt counted, those the forked process workers ran too.
+    assert entries[-1]["message"].endswith(", 4 deliveries")
     deliveries = {(e["event_id"], e["attempt"]): e for e in entries if "event_id" in e}
     assert sorted(deliveries) == sorted([(ok, 1), (flaky, 1), (flaky, 2), (bad, 1)])
 
