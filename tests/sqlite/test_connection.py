@@ -127,6 +127,54 @@ def test_a_failed_write_never_leaves_the_write_lock_held(queue_path: Path) -> No
         conn.execute("SELECT 1")
 
 
+def test_a_timeout_raised_while_waiting_for_the_process_lock_leaves_it_free(
+    tmp_path: Path,
+) -> None:
+    # A receiver with a timeout that publishes: the watchdog raises DeliveryTimeout in its
+    # thread (asynchronously) just as another thread hands it the queue's process lock. The
+    # lock must not stay held, or every other publish of the process would wait for ever.
+    import threading
+
+    from evq.delivery import DeliveryTimeout, _set_async_exc
+
+    queue = SqliteQueue(str(tmp_path / "q.db"))
+    queue.check()
+    db = queue._db
+    outcome: list[str] = []
+
+    def receiver() -> None:
+        try:
+            with db.write() as conn:
+                conn.execute("SELECT 1")
+            outcome.append("wrote")
+        except DeliveryTimeout:
+            outcome.append("timed out")
+
+    for _ in range(3):
+        outcome.clear()
+        db.lock.acquire()  # another thread is writing
+        thread = threading.Thread(target=receiver)
+        thread.start()
+        time.sleep(0.1)  # the receiver waits for the lock
+        assert thread.ident is not None
+        _set_async_exc(thread.ident, DeliveryTimeout)  # what the watchdog does
+        db.lock.release()
+        time.sleep(0.1)
+
+        def take_the_lock() -> None:
+            taken = db.lock.acquire(timeout=1)
+            outcome.append(f"free: {taken}")
+            if taken:
+                db.lock.release()
+
+        other = threading.Thread(target=take_the_lock)
+        other.start()
+        other.join()
+        thread.join()
+        assert outcome == ["timed out", "free: True"], outcome
+    queue.close()
+
+
 def test_nothing_due_takes_no_write_transaction(queue_path: Path) -> None:
     queue = SqliteQueue(str(queue_path))
     evq.publish("a.b", payload={}, delay=3600)

@@ -276,10 +276,49 @@ class Connection:
         kind = QueueUnusable if is_damage(exc) else StorageFull if _is_full(exc) else StorageError
         return kind(f"cannot {doing} the queue {self.path!r}: {exc}")
 
-    def write(self) -> WriteTransaction:
-        """One write transaction, retried while another process holds the lock: use it as
-        `with connection.write() as conn:`."""
-        return WriteTransaction(self)
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, retried while another process holds the lock."""
+        with self.lock:
+            conn = self.conn
+            deadline = time.monotonic() + _WRITE_DEADLINE_SECONDS
+            try:
+                while True:
+                    try:
+                        conn.execute("BEGIN IMMEDIATE")
+                        break
+                    except sqlite3.OperationalError as exc:
+                        if not is_busy(exc) or time.monotonic() > deadline:
+                            raise self.error("write", exc) from exc
+                try:
+                    yield conn
+                except sqlite3.DatabaseError as exc:
+                    raise self.error("write", exc) from exc
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.DatabaseError as exc:
+                    raise self.error("commit to", exc) from exc
+            except StorageFull:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                # Space is short: from now on keep the write-ahead log small (it would grow to
+                # 4 MiB between checkpoints), and give its space back now, so that the next,
+                # smaller transactions fit.
+                with contextlib.suppress(sqlite3.DatabaseError):
+                    conn.execute(f"PRAGMA wal_autocheckpoint={_LOW_SPACE_CHECKPOINT_PAGES}")
+                    # Briefly: under this process's lock, a checkpoint waiting for other
+                    # connections would hold up lease renewals.
+                    conn.execute("PRAGMA busy_timeout=100")
+                    try:
+                        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    finally:
+                        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                raise
+            finally:
+                # Whatever interrupted us (an error, or a receiver's timeout raised just as
+                # BEGIN returned), never leave the write lock held by an open transaction.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -294,80 +333,6 @@ class Connection:
         """Run one read statement and return its rows."""
         with self.read() as conn:
             return conn.execute(sql, params).fetchall()
-
-
-class WriteTransaction:
-    """`Connection.write()`: under this process's lock, BEGIN IMMEDIATE (retried while another
-    process holds the file's lock), then COMMIT, or ROLLBACK if the block raised. A database
-    error becomes a `StorageError`. (A class, not a generator: `evq.publish` runs one per
-    event, and a generator's context manager costs a tenth of its CPU time.)"""
-
-    __slots__ = ("_conn", "_db", "_lock")
-
-    def __init__(self, db: Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._lock = self._db.lock
-        self._lock.acquire()
-        try:
-            self._conn = conn = self._db.conn
-            deadline = time.monotonic() + _WRITE_DEADLINE_SECONDS
-            while True:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    return conn
-                except sqlite3.OperationalError as exc:
-                    if not is_busy(exc) or time.monotonic() > deadline:
-                        raise self._db.error("write", exc) from exc
-        except BaseException as exc:
-            self._end(exc)
-            raise
-
-    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
-        try:
-            if exc is None:
-                try:
-                    self._conn.execute("COMMIT")
-                except sqlite3.DatabaseError as error:
-                    raise self._db.error("commit to", error) from error
-            elif isinstance(exc, sqlite3.DatabaseError):
-                raise self._db.error("write", exc) from exc
-        except BaseException as raised:
-            self._end(raised)
-            raise
-        self._end(exc)
-
-    def _end(self, exc: BaseException | None) -> None:
-        conn = getattr(self, "_conn", None)
-        try:
-            if conn is not None and isinstance(exc, StorageFull):
-                self._make_room(conn)
-        finally:
-            try:
-                # Whatever interrupted us (an error, or a receiver's timeout raised just as
-                # BEGIN returned), never leave the write lock held by an open transaction.
-                if conn is not None and conn.in_transaction:
-                    conn.execute("ROLLBACK")
-            finally:
-                self._lock.release()
-
-    @staticmethod
-    def _make_room(conn: sqlite3.Connection) -> None:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        # Space is short: from now on keep the write-ahead log small (it would grow to 4 MiB
-        # between checkpoints), and give its space back now, so that the next, smaller
-        # transactions fit.
-        with contextlib.suppress(sqlite3.DatabaseError):
-            conn.execute(f"PRAGMA wal_autocheckpoint={_LOW_SPACE_CHECKPOINT_PAGES}")
-            # Briefly: under this process's lock, a checkpoint waiting for other connections
-            # would hold up lease renewals.
-            conn.execute("PRAGMA busy_timeout=100")
-            try:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
-                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 def use_wal(conn: sqlite3.Connection) -> None:
