@@ -436,17 +436,9 @@ class EvqHuey(Huey):  # type: ignore[misc]
         )
         wrapper = self.task(name=TASK_NAME)(_deliver)
         self.storage.task_name = self._registry.task_to_string(wrapper.task_class)
-        # Counted in shared memory, made before `run()` forks: process workers count into the
-        # parent's number, and threads never lose an increment to one another.
-        self._delivered = multiprocessing.Value("q", 0)
         # Called with each outcome, in the thread (or forked process) that ran the attempt:
         # metrics, for one. Add them before `run()` forks process workers.
         self.outcome_listeners: list[Callable[[Outcome], None]] = []
-
-    @property
-    def delivered(self) -> int:
-        """How many attempts this worker ran, in all its threads or processes."""
-        return int(self._delivered.value)
 
     def execute(self, task: Any, timestamp: Any = None) -> None:
         """Run one leased attempt and hand its outcome to the storage."""
@@ -458,8 +450,6 @@ class EvqHuey(Huey):  # type: ignore[misc]
         finally:
             self._tasks_in_flight.discard(task)
         self.storage.finished(outcome)
-        with self._delivered.get_lock():
-            self._delivered.value += 1
         _log_outcome(outcome)
         for listener in self.outcome_listeners:
             listener(outcome)
@@ -474,6 +464,11 @@ class DeliveryWorker(Worker):  # type: ignore[misc]
     back when it stops."""
 
     huey: EvqHuey
+    #: Attempts run, by this worker's thread alone; a process worker counts into its slot of
+    #: `counts` instead, memory its consumer shares with the processes it forks.
+    delivered = 0
+    counts: Any = None
+    slot = 0
 
     def loop(self, now: Any = None) -> None:
         """Take the next delivery and run it; ride out a queue that fails for a while."""
@@ -494,6 +489,10 @@ class DeliveryWorker(Worker):  # type: ignore[misc]
             self.huey.execute(task, now)
         except Exception:
             self._logger.exception("Unhandled error during execution of task %s.", task.id)
+        if self.counts is None:
+            self.delivered += 1
+        else:  # one writer per slot: no lock, none left held by a killed process either
+            self.counts[self.slot] += 1
 
     def sleep(self) -> None:
         storage = self.huey.storage
@@ -620,6 +619,22 @@ class DeliveryConsumer(Consumer):  # type: ignore[misc]
     huey: EvqHuey
 
     _previous_handlers: dict[int, Any] = {}  # noqa: RUF012 - replaced per instance
+    _counts: Any = None
+
+    @property
+    def delivered(self) -> int:
+        """How many attempts the workers ran, in all their threads or processes."""
+        if self._counts is not None:
+            return sum(self._counts)
+        return sum(worker.delivered for worker, _ in getattr(self, "worker_threads", ()))
+
+    def _create_worker(self) -> DeliveryWorker:
+        worker: DeliveryWorker = super()._create_worker()
+        if self.worker_type == WORKER_PROCESS:
+            if self._counts is None:  # made before the processes are forked
+                self._counts = multiprocessing.get_context("fork").RawArray("q", self.workers)
+            worker.counts, worker.slot = self._counts, len(self.worker_threads)
+        return worker
 
     def get_environment(self, worker_type: str) -> Any:
         if worker_type == WORKER_PROCESS:

@@ -202,7 +202,7 @@ def worker(
     log.info(
         "stopped after %s, %d deliveries",
         format_seconds(time.monotonic() - started),
-        consumer.huey.delivered,
+        consumer.delivered,
     )
     fatal = consumer.huey.storage.outage.fatal
     if fatal is not None:
