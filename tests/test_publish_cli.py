@@ -3,6 +3,7 @@ every backend, and what only a file path can get wrong on SQLite."""
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
@@ -160,6 +161,7 @@ def test_version_and_help_mention_environment_variables() -> None:
         assert variable in worker_help
 
 
+@pytest.mark.skipif(not hasattr(gc, "freeze"), reason="only CPython's collector can freeze")
 def test_the_evq_command_freezes_the_collector_and_main_inside_another_program_does_not() -> None:
     # `evq` owns its process: what it imported is frozen (cheaper collections, a faster exit).
     # `main` also runs inside other programs (`manage.py evq`): there it must leave theirs be.

@@ -138,7 +138,10 @@ def entry_point() -> None:
     # garbage collector again, while the command runs nor at exit, when the interpreter's own
     # collections cost `evq publish` a tenth of its time. Only here, where the process is
     # evq's: `main` also runs inside other programs (`manage.py evq`, call_command, tests).
-    gc.freeze()
+    # (CPython's collector can freeze; PyPy's cannot, and needs it less.)
+    freeze = getattr(gc, "freeze", None)
+    if freeze is not None:
+        freeze()
     main()
 
 
