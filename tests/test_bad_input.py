@@ -302,6 +302,25 @@ def test_a_jsonl_line_from_dev_zero_is_refused_after_reading_the_limit(queue_url
     assert_refused(result, queue_url, "line 1: longer than")
 
 
+def test_a_bad_event_before_a_line_too_long_is_the_problem_reported(
+    queue_url: str, tmp_path: Path
+) -> None:
+    # The first problem is the one named, though the long line is found while reading (each
+    # chunk read is checked before the next; a line longer than the limit fills a chunk).
+    lines = [
+        '{"name": "a.b", "payload": {}}',
+        '{"name": "a.b", "payload": {}, "colour": "red"}',
+        '{"name": "a.b", "payload": {"x": "' + "y" * 70_000 + '"}}',
+    ]
+    source = tmp_path / "events.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    result = invoke("publish", "--jsonl", str(source), EVQ_MAX_PAYLOAD="100")
+    assert_refused(result, queue_url, "line 2: unknown field(s): colour")
+    source.write_text("\n".join([lines[0], lines[2], lines[1]]) + "\n")
+    result = invoke("publish", "--jsonl", str(source), EVQ_MAX_PAYLOAD="100")
+    assert_refused(result, queue_url, "line 2: longer than")
+
+
 # 5. Times out of range
 
 
