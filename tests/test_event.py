@@ -47,6 +47,23 @@ def test_an_id_is_its_millisecond_then_a_counter_shared_with_ids_taken_together(
     assert first < batch[0] < batch[1] < second
 
 
+@pytest.mark.parametrize(
+    ("ms", "counter"),
+    [(0, 0), (1, 1), ((1 << 48) - 1, (1 << 80) - 1), (1_733_000_000_000, 123_456_789_012_345)],
+)
+def test_one_id_is_made_as_a_batch_of_one_would_be(
+    monkeypatch: pytest.MonkeyPatch, ms: int, counter: int
+) -> None:
+    from evq import ids
+
+    one, batch = ids._UlidGenerator(), ids._UlidGenerator()
+    for generator in (one, batch):
+        monkeypatch.setattr(generator, "_reserve", lambda count: (ms, counter))
+    made = one.take_one()
+    assert made == batch.take(1)[0]
+    assert ulid_value(made) == (ms << 80) | counter
+
+
 def test_ids_made_by_many_threads_at_once_are_unique_and_well_formed() -> None:
     import threading
 
