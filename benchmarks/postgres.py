@@ -813,7 +813,7 @@ def bench_crash(report: Report, sizes: Sizes, server: str) -> None:
     report.target(
         "crash: 0 deliveries lost",
         lost,
-        "",
+        "deliveries",
         0.0,
         at_most=True,
         detail=f"{len(runs)} kills; leases held when killed: {held}",
