@@ -17,6 +17,18 @@ so the ratios compare like with like on a shared, noisy machine (issue 11, item 
   subprocess). The clock runs from just before the spawn to the last receiver's timestamp.
 * latency: an ``evq worker`` (1 receiver) idle for ``--idle`` seconds, then events published
   one at a time 20-120 ms apart; ``publish()`` returning to the receiver starting.
+* publish (batch from a file): ``evq publish --jsonl`` of ``jsonl_events`` lines (wall time of
+  the command, start-up included) against ``COPY`` of as many rows.
+* scale: a queue holding ``stored_small`` and one holding ``stored_large`` events delivered long
+  ago (3 done deliveries and 3 attempts each, built server-side with ``generate_series``, then
+  ``VACUUM ANALYZE``) plus ``pending`` events not fanned out yet; one publish (the two queues
+  in turns, one publish each at a time), one dequeue cycle (record 16 done, lease 16) and ``evq
+  status`` timed on both, interleaved.
+* crash: ``crash_events`` x 3 receivers, ``evq worker --workers 4 --worker-type process
+  --lease 2s`` SIGKILLed with its children mid-backlog (while it holds leases), then a fresh
+  ``evq worker --lease 2s``; no command is run by hand. Counted: deliveries that never ran
+  (lost), deliveries not done once the lease has expired and the fresh worker had time (stuck),
+  and the seconds from the kill until every delivery was done.
 
 The receivers are those of ``benchmarks/run.py`` (one fixed-width record per call).
 """
@@ -24,6 +36,7 @@ The receivers are those of ``benchmarks/run.py`` (one fixed-width record per cal
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -31,6 +44,7 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,19 +57,32 @@ from typing import Any
 from urllib.parse import quote
 
 import psycopg
-from baselines import RECORD_SOURCE, _RecordedRun, _stop_process, percentile
+from baselines import (
+    RECORD_SOURCE,
+    _RecordedRun,
+    _stop_process,
+    command_wall_time,
+    percentile,
+)
 from run import (
+    _APP_TEMPLATE,
+    APP_MODULE,
     EVENT_NAME,
+    LEASE_LIMIT,
     RECEIVERS,
     ROOT,
     WARMUP_SEQ,
     Report,
+    Row,
+    _bench_routing,
     _clean_env,
     _drain_numbers,
+    _evq_command,
     _EvqApp,
     _fmt,
     _git,
     _items,
+    _lease_cycle_seconds,
     _log,
     _payload,
     _table,
@@ -67,11 +94,12 @@ from run import (
 import evq
 import evq.config
 from evq import publisher
+from evq.storage import open_queue
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUTPUT = HERE / "RESULTS-postgres.md"
 URL_ENV = "EVQ_BENCH_POSTGRES_URL"
-SECTIONS = ("publish", "drain", "latency")
+SECTIONS = ("publish", "drain", "latency", "scale", "crash")
 _STARTED = time.monotonic()
 
 
@@ -85,7 +113,14 @@ class Sizes:
     repeats: int
     idle: float
     latency_events: int
+    jsonl_events: int
+    stored_small: int
+    stored_large: int
+    pending: int
+    scale_publishes: int
+    crash_events: int
     gap: tuple[float, float] = (0.02, 0.12)
+    crash_lease: float = 2.0
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Sizes:
@@ -97,6 +132,12 @@ class Sizes:
                 repeats=1,
                 idle=1.0,
                 latency_events=5,
+                jsonl_events=2_000,
+                stored_small=1_000,
+                stored_large=5_000,
+                pending=300,
+                scale_publishes=10,
+                crash_events=100,
             )
         else:
             sizes = cls(
@@ -106,6 +147,12 @@ class Sizes:
                 repeats=3,
                 idle=60.0,
                 latency_events=200,
+                jsonl_events=100_000,
+                stored_small=1_000,
+                stored_large=1_000_000,
+                pending=1_000,
+                scale_publishes=50,
+                crash_events=2_000,
             )
         changes: dict[str, Any] = {}
         for name in ("repeats", "idle"):
@@ -210,29 +257,69 @@ def evq_many_rate(url: str, items: list[dict[str, Any]]) -> float:
         return len(items) / (time.perf_counter() - start)
 
 
+def evq_jsonl_rate(url: str, jsonl: str, count: int) -> float:
+    """Wall time of `evq publish --jsonl` (start-up included) into tables made beforehand."""
+    queue = open_queue(url)
+    try:
+        queue.check()
+    finally:
+        queue.close()
+    cmd = [*_evq_command(), "publish", "--jsonl", jsonl, "--url", url]
+    wall_ms = command_wall_time(cmd, 1, env=_clean_env(), warmup=0)["median_ms"]
+    return count / (wall_ms / 1000.0)
+
+
+def _write_jsonl(path: str, count: int) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(item) + "\n" for item in _items(0, count))
+
+
 def bench_publish(report: Report, sizes: Sizes, server: str) -> None:
-    n, batch = sizes.events, sizes.batch_events
+    n, batch, lines = sizes.events, sizes.batch_events, sizes.jsonl_events
     items = _items(0, batch)
-    values: dict[str, list[float]] = {k: [] for k in ("insert", "single", "copy", "many")}
-    for r in range(sizes.repeats):
-        _log(f"publish: repeat {r + 1}/{sizes.repeats}")
-        with _schema(server) as url:
-            values["insert"].append(pg_commit_rate(url, n))
-        with _schema(server) as url:
-            values["single"].append(evq_single_rate(url, n))
-        with _schema(server) as url:
-            values["copy"].append(pg_copy_rate(url, batch))
-        with _schema(server) as url:
-            values["many"].append(evq_many_rate(url, items))
+    keys = ("insert", "single", "copy", "many", "copy_lines", "jsonl")
+    values: dict[str, list[float]] = {k: [] for k in keys}
+    with tempfile.TemporaryDirectory(prefix="bench-evq-pg-") as tmp:
+        jsonl = os.path.join(tmp, "events.jsonl")
+        _write_jsonl(jsonl, lines)
+        for r in range(sizes.repeats):
+            _log(f"publish: repeat {r + 1}/{sizes.repeats}")
+            with _schema(server) as url:
+                values["insert"].append(pg_commit_rate(url, n))
+            with _schema(server) as url:
+                values["single"].append(evq_single_rate(url, n))
+            with _schema(server) as url:
+                values["copy"].append(pg_copy_rate(url, batch))
+            with _schema(server) as url:
+                values["many"].append(evq_many_rate(url, items))
+            with _schema(server) as url:
+                values["copy_lines"].append(pg_copy_rate(url, lines))
+            with _schema(server) as url:
+                values["jsonl"].append(evq_jsonl_rate(url, jsonl, lines))
     s = "publish"
     single = report.add(s, f"evq.publish() single events ({n:,})", "events/s", values["single"])
     insert = report.add(s, "PostgreSQL 1-row INSERT+COMMIT", "commits/s", values["insert"])
     many = report.add(s, f"evq.publish_many ({batch:,} events)", "events/s", values["many"])
     copy = report.add(s, f"PostgreSQL COPY ({batch:,} rows, 1 tx)", "rows/s", values["copy"])
+    jsonl_row = report.add(
+        s, f"`evq publish --jsonl` ({lines:,} lines, wall)", "events/s", values["jsonl"]
+    )
+    copy_lines = report.add(
+        s, f"PostgreSQL COPY ({lines:,} rows, 1 tx)", "rows/s", values["copy_lines"]
+    )
     c1 = report.compare("single publish / 1-row INSERT+COMMIT", single, insert)
     c2 = report.compare("publish_many / COPY", many, copy)
+    c3 = report.compare("`evq publish --jsonl` / COPY", jsonl_row, copy_lines)
     report.target("single publish >= 0.8x 1-row INSERT+COMMIT", c1.ratio, "x", 0.8, at_most=False)
     report.target("publish_many >= 0.5x COPY", c2.ratio, "x", 0.5, at_most=False)
+    report.target(
+        "`evq publish --jsonl` >= 0.5x COPY",
+        c3.ratio,
+        "x",
+        0.5,
+        at_most=False,
+        detail="wall time of the command, start-up included",
+    )
 
 
 # --------------------------------------------------------------------------- 2. drain
@@ -470,6 +557,293 @@ def bench_latency(report: Report, sizes: Sizes, server: str) -> None:
     )
 
 
+# --------------------------------------------------------------------------- 4. scale
+
+# As a worker leaves an event delivered long ago: fanned out, 3 deliveries done, 3 attempts.
+_HISTORY_EVENTS = """INSERT INTO evq_event (id, name, payload, published_at, due_at, dispatched_at)
+SELECT md5(g::text), %(name)s, %(payload)s, %(at)s + g * 0.001, NULL, %(at)s + g * 0.001
+FROM generate_series(1, %(count)s) AS g"""
+_HISTORY_DELIVERIES = """INSERT INTO evq_delivery
+    (event_seq, receiver, state, due_at, attempt, created_at, started_at, finished_at)
+SELECT e.seq, r.receiver, 'done', NULL, 1, e.published_at, e.published_at, e.published_at
+FROM evq_event e CROSS JOIN unnest(%(receivers)s::text[]) AS r(receiver) ORDER BY e.seq"""
+_HISTORY_ATTEMPTS = """INSERT INTO evq_attempt
+    (delivery_id, attempt, worker, started_at, finished_at, outcome)
+SELECT id, 1, 'bench', started_at, finished_at, 'done' FROM evq_delivery ORDER BY id"""
+_HISTORY_COUNTER = """INSERT INTO evq_counter (name, shard, value)
+VALUES ('dispatched', 0, %(count)s)
+ON CONFLICT (name, shard) DO UPDATE SET value = excluded.value"""
+
+
+def _build_history(url: str, stored: int, pending: int) -> float:
+    """Fill a fresh schema with `stored` events: all but `pending` delivered long ago (written
+    server-side in one transaction, then vacuumed and analyzed as autovacuum would), the last
+    `pending` published through evq and not fanned out yet. Returns the seconds it took."""
+    started = time.monotonic()
+    queue = open_queue(url)
+    try:
+        queue.check()  # evq's tables, as `evq migrate` makes them
+    finally:
+        queue.close()
+    done = stored - pending
+    params = {
+        "name": EVENT_NAME,
+        "payload": json.dumps(_payload(0)),
+        "at": time.time() - 86_400.0 * 30,
+        "count": done,
+        "receivers": [receiver for _, receiver in _bench_routing().subscriptions],
+    }
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET synchronous_commit = off")
+        with conn.transaction():
+            for statement in (
+                _HISTORY_EVENTS,
+                _HISTORY_DELIVERIES,
+                _HISTORY_ATTEMPTS,
+                _HISTORY_COUNTER,
+            ):
+                conn.execute(statement, params)
+        conn.execute("VACUUM ANALYZE evq_event, evq_delivery, evq_attempt")
+    _publish_backlog(url, pending)
+    return time.monotonic() - started
+
+
+def _publish_seconds(urls: dict[str, str], n: int) -> dict[str, list[float]]:
+    """Seconds of `n` single publishes (validate, then store in one transaction, as
+    `evq.publish()` does) into each queue, taking turns one publish at a time: a commit waits
+    for an fsync, whose time swings with the rest of the machine, so each side meets the same
+    swings."""
+    queues = {key: open_queue(url) for key, url in urls.items()}
+    times: dict[str, list[float]] = {key: [] for key in urls}
+    try:
+        for queue in queues.values():
+            queue.publish([publisher.prepare(EVENT_NAME, payload=_payload(-1))])  # Connects.
+        for seq in range(n):
+            for key in sorted(queues, reverse=seq % 2 == 1):
+                start = time.perf_counter()
+                queues[key].publish([publisher.prepare(EVENT_NAME, payload=_payload(seq))])
+                times[key].append(time.perf_counter() - start)
+    finally:
+        for queue in queues.values():
+            queue.close()
+    return times
+
+
+def _status_ms(url: str) -> float:
+    """Median wall time of `evq status` (3 runs after 1 untimed)."""
+    cmd = [*_evq_command(), "status", "--url", url]
+    return command_wall_time(cmd, 3, env=_clean_env(), warmup=1)["median_ms"]
+
+
+def bench_scale(report: Report, sizes: Sizes, server: str) -> None:
+    small_n, large_n, pending = sizes.stored_small, sizes.stored_large, sizes.pending
+    cycles = max(5, min(50, pending * RECEIVERS // (LEASE_LIMIT * sizes.repeats) - 2))
+    labels = {"small": f"{small_n:,} stored", "large": f"{large_n:,} stored"}
+    values: dict[tuple[str, str], list[float]] = {}
+    with contextlib.ExitStack() as stack:
+        urls: dict[str, str] = {}
+        for key, stored in (("small", small_n), ("large", large_n)):
+            urls[key] = stack.enter_context(_schema(server))
+            _log(f"scale: filling a queue with {stored:,} events ({pending:,} pending)")
+            values[(key, "fill")] = [_build_history(urls[key], stored, pending)]
+            values[(key, "size")] = [_schema_megabytes(urls[key])]
+        for r in range(sizes.repeats):
+            _log(f"scale: repeat {r + 1}/{sizes.repeats}")
+            # Alternate which goes first: the first of a pair met colder caches.
+            for key in ("small", "large") if r % 2 == 0 else ("large", "small"):
+                url = urls[key]
+                lease = statistics.median(_lease_cycle_seconds(url, cycles)) * 1e6
+                values.setdefault((key, "lease"), []).append(lease)
+                values.setdefault((key, "status"), []).append(_status_ms(url))
+            for key, seconds in _publish_seconds(urls, sizes.scale_publishes).items():
+                values.setdefault((key, "publish"), []).append(statistics.median(seconds) * 1e6)
+    s = "scale"
+    rows: dict[tuple[str, str], Row] = {}
+    for key in ("small", "large"):
+        report.add(s, f"{labels[key]}: evq tables and indexes", "MiB", values[(key, "size")])
+        report.add(s, f"{labels[key]}: time to build them (setup)", "s", values[(key, "fill")])
+        rows[(key, "publish")] = report.add(
+            s,
+            f"{labels[key]}: one publish (the two queues in turns)",
+            "us",
+            values[(key, "publish")],
+        )
+        rows[(key, "lease")] = report.add(
+            s,
+            f"{labels[key]}: one dequeue cycle (ack 16 + lease 16, {cycles} cycles)",
+            "us",
+            values[(key, "lease")],
+        )
+        rows[(key, "status")] = report.add(
+            s, f"{labels[key]}: `evq status` wall time", "ms", values[(key, "status")]
+        )
+    for what, name in (("publish", "publish"), ("lease", "dequeue"), ("status", "`evq status`")):
+        comparison = report.compare(
+            f"{name}: {labels['large']} / {labels['small']}",
+            rows[("large", what)],
+            rows[("small", what)],
+        )
+        report.target(
+            f"{name} cost with {large_n:,} stored <= 1.5x with {small_n:,}",
+            comparison.ratio,
+            "x",
+            1.5,
+            at_most=True,
+        )
+
+
+def _schema_megabytes(url: str) -> float:
+    """The size of evq's tables with their indexes (and TOAST) in the URL's schema."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c"
+            " WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'"
+        ).fetchone()
+    return float(row[0] or 0) / 2**20 if row else 0.0
+
+
+# --------------------------------------------------------------------------- 5. crash
+
+# Each receiver records which delivery it ran (event x receiver), after a little work, so that
+# a kill lands while deliveries are leased and a lost or repeated delivery can be named.
+_CRASH_RECEIVER = """
+
+def receiver_{i}(event, /):
+    time.sleep({work!r})
+    _record(event.payload["order_id"] * {width} + {i})
+
+
+evq.subscribe({name!r}, receiver=receiver_{i})
+"""
+_CRASH_WORK = 0.002  # seconds of "work" per delivery
+
+
+class _CrashApp(_EvqApp):
+    """`_EvqApp` whose receivers record the delivery they ran, not only its event."""
+
+    def __init__(self, tmp: str, url: str) -> None:
+        super().__init__(tmp)
+        self.db_path = url  # Passed to `evq worker --url`.
+        source = _APP_TEMPLATE.format(out=self.out_path, record=RECORD_SOURCE) + "".join(
+            _CRASH_RECEIVER.format(i=i, name=EVENT_NAME, work=_CRASH_WORK, width=RECEIVERS)
+            for i in range(RECEIVERS)
+        )
+        with open(os.path.join(tmp, f"{APP_MODULE}.py"), "w", encoding="utf-8") as fh:
+            fh.write(source)
+
+
+def _count(url: str, sql: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(sql).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _wait_for(check: Callable[[], bool], timeout: float, poll: float = 0.005) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(poll)
+    return check()
+
+
+def evq_crash_once(tmp: str, url: str, n: int, lease: float, kill_at: float) -> dict[str, float]:
+    """Publish `n` events x 3 receivers; SIGKILL a 4-process worker (and its children) once
+    `kill_at` of the deliveries ran, while it holds leases; then start a fresh worker and
+    wait, no command run by hand, until every delivery is done or the lease and a minute
+    have passed. Returns what was lost, stuck, repeated and how long recovery took."""
+    app = _CrashApp(tmp, url)
+    _publish_backlog(url, n)
+    expected = {seq * RECEIVERS + i for seq in range(n) for i in range(RECEIVERS)}
+    running_sql = "SELECT count(*) FROM evq_delivery WHERE state = 'running'"
+    lease_arg = ["--lease", f"{lease:g}s"]
+    doomed = app.start_worker("--workers", "4", "--worker-type", "process", *lease_arg)
+    try:
+        if not _wait_for(lambda: len(app.records()) >= kill_at * len(expected), 120.0):
+            raise RuntimeError(f"the worker ran too little before the kill:\n{app.log_tail()}")
+        os.killpg(doomed.pid, signal.SIGSTOP)  # Frozen: count the leases it holds, then kill.
+        held = _count(url, running_sql)
+        os.killpg(doomed.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        doomed.wait()
+    finally:
+        _stop_process(doomed)
+    ran_before = len(app.records())
+    fresh = app.start_worker(*lease_arg)
+    done_sql = "SELECT count(*) FROM evq_delivery WHERE state = 'done'"
+    try:
+        _wait_for(lambda: _count(url, done_sql) >= len(expected), lease + 60.0, poll=0.05)
+        recovered = time.monotonic() - killed
+    finally:
+        _stop_process(fresh)
+    ran = [seq for seq, _ in app.records()]
+    return {
+        "lost": float(len(expected - set(ran))),
+        "stuck": float(_count(url, "SELECT count(*) FROM evq_delivery WHERE state <> 'done'")),
+        "missing_rows": float(len(expected) - _count(url, "SELECT count(*) FROM evq_delivery")),
+        "held": float(held),
+        "ran_before": float(ran_before),
+        "repeated": float(len(ran) - len(set(ran))),
+        "recovery_s": recovered,
+    }
+
+
+def bench_crash(report: Report, sizes: Sizes, server: str) -> None:
+    n, lease = sizes.crash_events, sizes.crash_lease
+    runs: list[dict[str, float]] = []
+    kill_points = (0.25, 0.5, 0.75)
+    with tempfile.TemporaryDirectory(prefix="bench-evq-pg-") as tmp:
+        for r in range(sizes.repeats):
+            kill_at = kill_points[r % len(kill_points)]
+            _log(f"crash: repeat {r + 1}/{sizes.repeats}, SIGKILL after {kill_at:.0%}")
+            run_dir = tempfile.mkdtemp(dir=tmp)
+            with _schema(server) as url:
+                runs.append(evq_crash_once(run_dir, url, n, lease, kill_at))
+            shutil.rmtree(run_dir, ignore_errors=True)
+    s = "crash"
+    what = f"{n:,} events x {RECEIVERS} receivers, lease {lease:g} s"
+    kills = ", ".join(f"{kill_points[r % len(kill_points)]:.0%}" for r in range(len(runs)))
+    report.add(
+        s,
+        f"leases held by the killed worker ({what}; killed after {kills})",
+        "deliveries",
+        [x["held"] for x in runs],
+    )
+    report.add(s, "deliveries run before the kill", "deliveries", [x["ran_before"] for x in runs])
+    report.add(
+        s,
+        "deliveries run twice (at least once: the killed worker's)",
+        "deliveries",
+        [x["repeated"] for x in runs],
+    )
+    report.add(
+        s,
+        "kill to every delivery done (the fresh worker drains the rest)",
+        "s",
+        [x["recovery_s"] for x in runs],
+    )
+    lost = max(x["lost"] + x["missing_rows"] for x in runs)
+    stuck = max(x["stuck"] for x in runs)
+    report.add(s, "deliveries lost (worst run)", "deliveries", [lost])
+    report.add(s, "deliveries stuck once the lease expired (worst run)", "deliveries", [stuck])
+    held = ", ".join(f"{x['held']:.0f}" for x in runs)
+    report.target(
+        "crash: 0 deliveries lost",
+        lost,
+        "deliveries",
+        0.0,
+        at_most=True,
+        detail=f"{len(runs)} kills; leases held when killed: {held}",
+    )
+    report.target(
+        "crash: 0 stuck once the lease has expired, nothing run by hand",
+        stuck,
+        "deliveries",
+        0.0,
+        at_most=True,
+    )
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -556,6 +930,8 @@ BENCHES: dict[str, Callable[[Report, Sizes, str], None]] = {
     "publish": bench_publish,
     "drain": bench_drain,
     "latency": bench_latency,
+    "scale": bench_scale,
+    "crash": bench_crash,
 }
 
 

@@ -117,10 +117,14 @@ class PostgresQueue:
     # Publishing
 
     def publish(self, events: Sequence[NewEvent], *, now: float | None = None) -> list[str]:
-        """Store `events` in one statement (atomic, durable when it returns); return their
-        ids. Delays run from the server's clock, or from `now` if given."""
+        """Store `events` in one transaction (atomic, durable when it returns): one statement,
+        or COPY for a large batch without keys; return their ids. Delays run from the
+        server's clock, or from `now` if given."""
         if not events:
             return []
+        if delivering.copies(events):
+            with self._db.transaction() as conn:
+                return delivering.copy_events(conn, events, now=now)
         with self._db.read() as conn:
             return delivering.insert_events(conn.cursor(), events, now=now)
 

@@ -23,6 +23,9 @@ from evq.storage.contract import Lease, NewEvent, Outcome, Routing
 from evq.storage.postgres.queries import QUERIES
 
 SHARDS = 16
+# From this many events a batch without keys streams in with COPY (`copy_events`): two round
+# trips more than one INSERT, but the server parses no JSON and the client escapes no arrays.
+COPY_FROM = 200
 # Delivery and event ids are bigints: an id outside that range names no row here.
 _MAX_ROW_ID = 2**63 - 1
 
@@ -80,6 +83,33 @@ def insert_events(cursor: Any, events: Sequence[NewEvent], *, now: float | None)
     cursor.execute(QUERIES["ids_of_keys"], {"keys": missing})
     first = dict(cursor.fetchall())
     return [e.id if e.id in inserted else first[e.key] for e in events]
+
+
+def copies(events: Sequence[NewEvent]) -> bool:
+    """Whether `events` go in with `copy_events`: a large batch none of which has a key (one
+    with a key may be a duplicate, which only `insert_events`' ON CONFLICT can skip)."""
+    return len(events) >= COPY_FROM and all(e.key is None for e in events)
+
+
+def copy_events(conn: Any, events: Sequence[NewEvent], *, now: float | None) -> list[str]:
+    """Stream `events` (none with a key) into evq_event with COPY, in order, inside the
+    transaction `conn` (psycopg 3) holds, and wake idle workers when it commits; return their
+    ids. With `now` None, each delay runs from the server's clock, read here first."""
+    cursor = conn.cursor()
+    start = None
+    if now is None:
+        ((start,),) = cursor.execute(QUERIES["server_now"]).fetchall()
+    with cursor.copy(QUERIES["copy_events"]) as copy:
+        write = copy.write_row
+        for e in events:
+            if start is None:
+                due_at = e.due_at
+            else:
+                delay = e.due_at - e.published_at
+                due_at = start + delay if delay > 0.0 else start
+            write((e.id, e.name, e.payload, e.published_at, due_at, e.headers))
+    cursor.execute(QUERIES["wake_workers"])
+    return [e.id for e in events]
 
 
 def next_due(conn: Any, receivers: frozenset[str] | None = None) -> tuple[float | None, float]:

@@ -37,6 +37,16 @@ WITH inserted AS (
 )
 SELECT count(*) FROM inserted, (SELECT pg_notify('evq_wakeup', '')) AS wake;
 
+-- name: copy_events
+-- A large batch none of whose events has a key (`delivering.copy_events`): the rows stream in
+-- with COPY, in order, each due at the server's time read just before (or the caller's `now`),
+-- plus its delay. No row can conflict, so nothing needs ON CONFLICT.
+COPY evq_event (id, name, payload, published_at, due_at, headers) FROM STDIN;
+
+-- name: wake_workers
+-- Sent when, and only if, the transaction commits.
+SELECT pg_notify('evq_wakeup', '');
+
 -- name: ids_of_keys
 SELECT key, id FROM evq_event WHERE key = ANY(%(keys)s::text[]);
 

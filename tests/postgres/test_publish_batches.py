@@ -1,0 +1,122 @@
+"""Large batches on PostgreSQL: a batch of `COPY_FROM` events or more without keys streams in
+with COPY (`delivering.copy_events`), a batch with a key goes through the INSERT that skips
+duplicates. Either way: in order, all or nothing, delays from the server's clock, headers, and
+the NOTIFY that wakes idle workers sent with the commit."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from evq.errors import StorageError
+from evq.storage import open_queue
+from evq.storage.postgres import PostgresQueue
+from evq.storage.postgres.delivering import COPY_FROM
+from evq.storage.publishing import NewEvent
+from postgres.conftest import Schema
+
+# Text COPY escapes these: each must come back as it went in.
+AWKWARD = 'tab\there, new\nline, cr\r, back\\slash, \\N, quote", é, 🙂'
+
+
+@pytest.fixture
+def queue(pg: Schema) -> Iterator[PostgresQueue]:
+    handle = open_queue(pg.url)
+    assert isinstance(handle, PostgresQueue)
+    yield handle
+    handle.close()
+
+
+def _events(count: int, *, at: float, delay: float = 0.0, prefix: str = "e") -> list[NewEvent]:
+    return [
+        NewEvent(
+            id=f"{prefix}{n:06d}",
+            name="order.created",
+            payload=f'{{"n": {n}}}',
+            published_at=at,
+            due_at=at + delay,
+        )
+        for n in range(count)
+    ]
+
+
+def test_a_large_batch_is_stored_in_order_with_every_field(
+    pg: Schema, queue: PostgresQueue
+) -> None:
+    at = time.time()
+    events = _events(COPY_FROM, at=at)
+    events[1] = events[1]._replace(payload=AWKWARD)  # the store takes text as it is
+    events[2] = events[2]._replace(headers=json.dumps({"trace": AWKWARD}, ensure_ascii=False))
+
+    assert queue.publish(events) == [e.id for e in events]
+
+    rows = pg.rows(
+        "SELECT id, name, payload, published_at, key, headers FROM evq_event ORDER BY seq"
+    )
+    assert rows == [(e.id, e.name, e.payload, e.published_at, None, e.headers) for e in events]
+
+
+def test_a_large_batch_runs_its_delays_from_the_servers_clock(
+    pg: Schema, queue: PostgresQueue
+) -> None:
+    # The publisher's clock is an hour behind: its due times would be in the past.
+    behind = time.time() - 3600.0
+    queue.publish(_events(COPY_FROM, at=behind, delay=30.0))
+
+    ((low, high, server_now),) = pg.rows(
+        "SELECT min(due_at), max(due_at), extract(epoch FROM clock_timestamp())::float8"
+        " FROM evq_event"
+    )
+    assert server_now + 20.0 < low <= high <= server_now + 30.0
+
+
+def test_a_large_batch_published_at_a_given_time_keeps_its_due_times(
+    pg: Schema, queue: PostgresQueue
+) -> None:
+    events = _events(COPY_FROM, at=1000.0, delay=5.0)
+    queue.publish(events, now=1000.0)
+
+    assert pg.rows("SELECT DISTINCT due_at FROM evq_event") == [(1005.0,)]
+
+
+def test_a_large_batch_is_all_or_nothing(pg: Schema, queue: PostgresQueue) -> None:
+    stored = _events(1, at=time.time(), prefix="dup")
+    queue.publish(stored)
+    # The last event of the batch reuses a stored id: the server refuses it mid-COPY.
+    batch = _events(COPY_FROM, at=time.time()) + stored
+
+    with pytest.raises(StorageError):
+        queue.publish(batch)
+
+    assert pg.rows("SELECT id FROM evq_event") == [(stored[0].id,)]
+    # The handle still works after the failed batch.
+    assert queue.publish(_events(COPY_FROM, at=time.time(), prefix="ok"))[0] == "ok000000"
+
+
+def test_a_large_batch_with_a_key_skips_an_event_whose_key_is_stored(
+    pg: Schema, queue: PostgresQueue
+) -> None:
+    at = time.time()
+    first = [_events(1, at=at, prefix="first")[0]._replace(key="order-7")]
+    queue.publish(first)
+    batch = _events(COPY_FROM, at=at)
+    batch[5] = batch[5]._replace(key="order-7")
+
+    ids = queue.publish(batch)
+
+    assert ids[5] == first[0].id
+    assert ids[:5] + ids[6:] == [e.id for e in batch[:5] + batch[6:]]
+    assert pg.rows("SELECT count(*) FROM evq_event") == [(COPY_FROM,)]
+
+
+def test_a_large_batch_wakes_listeners_when_it_commits(pg: Schema, queue: PostgresQueue) -> None:
+    with psycopg.connect(pg.url, autocommit=True) as listener:
+        listener.execute("LISTEN evq_wakeup")
+        queue.publish(_events(COPY_FROM, at=time.time()))
+        woken = list(listener.notifies(timeout=5.0, stop_after=1))
+
+    assert [n.channel for n in woken] == ["evq_wakeup"]
