@@ -23,7 +23,10 @@ The promises a backend makes, which the contract suite (`tests/contract/`) check
   retry at, a lease until, a delay) are on the caller's clock; such a backend moves them onto
   its own by the difference between the two clocks. A method given `now` uses that instead
   of any clock, and takes the caller's times as they are: that is how tests move time. The
-  times a backend returns (`next_due`, records) are on its clock.
+  times a backend returns in records are on its clock; `next_due` (of `lease` and
+  `next_due()`), which a worker compares with its own clock, is on the caller's: a backend
+  moves it by the difference it just read when the two clocks differ by more than a second
+  (`rules.on_caller_clock`).
 - **Lazy where allowed**: fan-out happens when a worker leases, not at publish; statistics and
   heartbeats of workers may be dropped after a day; a backend may count status numbers from
   counters and indexes instead of scanning.

@@ -36,6 +36,8 @@ WORKER_SEEN_WITHIN_SECONDS = 30.0
 RATE_WINDOW_SECONDS = 60
 # Delivery statistics and heartbeats of stopped workers older than this are dropped.
 FORGET_SECONDS = 86400.0
+#: Clocks that differ by less than this are taken to agree (as the Redis scripts take them).
+CLOCK_TOLERANCE_SECONDS = 1.0
 
 
 # The states a person sees
@@ -71,6 +73,17 @@ STATE_CONDITIONS: Mapping[DeliveryState, StateCondition] = {
 }
 # An event's status is the most urgent state among its deliveries; done when all are done.
 URGENCY: tuple[DeliveryState, ...] = ("dead", "running", "retrying", "pending", "scheduled")
+
+
+def on_caller_clock(moment: float | None, server_now: float, caller_now: float) -> float | None:
+    """`moment`, a time on the clock of a backend's server, on the caller's clock instead: when
+    the server read `server_now` the caller's clock read `caller_now`. A worker compares
+    `next_due` with its own clock; hosts' clocks differ (by more than the tolerance), and one
+    ahead of the server's would see a retry due long before it is, and poll until it is."""
+    if moment is None:
+        return None
+    skew = server_now - caller_now
+    return moment - skew if abs(skew) > CLOCK_TOLERANCE_SECONDS else moment
 
 
 def user_state(stored: str, failures: int, due_at: float | None, now: float) -> DeliveryState:

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from contract.steps import OWNER, outcome, publish, routing_for, take
+from evq.publisher import prepare
 from evq.storage import rules
 from evq.storage.contract import Lease, Outcome, OutcomeKind, Queue, Routing
 
@@ -430,6 +431,24 @@ def test_next_due_is_when_the_earliest_delivery_or_event_to_fan_out_is_due(queue
     assert queue.next_due() == pytest.approx(at + 32, abs=1e-3)  # when that lease expires
     queue.record([outcome(lease, "done", at=at + 3)], owner=OWNER, now=at)
     assert queue.next_due() == pytest.approx(at + 3600, abs=1e-3)
+
+
+@pytest.mark.parametrize("skew", [-30.0, 30.0])
+def test_next_due_is_on_the_callers_clock_when_it_differs_from_the_servers(
+    queue: Queue, monkeypatch: pytest.MonkeyPatch, skew: float
+) -> None:
+    # A worker on a host whose clock is 30 s ahead of the database's must not see a delivery
+    # due in 20 s as 10 s overdue (it would poll until then), nor one behind it as not due.
+    if queue.backend in ("SQLite", "memory"):
+        pytest.skip("this queue's clock is the caller's: there is nothing to move")
+    queue.publish([prepare("report.due", payload={}, delay=20)])
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + skew)
+    batch = queue.lease(routing_for(), owner=OWNER, limit=10)  # fans it out, leases nothing
+    assert batch.leases == []
+    assert batch.next_due is not None and 17 < batch.next_due - time.time() < 21
+    due = queue.next_due()
+    assert due is not None and 17 < due - time.time() < 21
 
 
 def test_running_count_counts_the_unexpired_leases_of_owners_with_a_prefix(queue: Queue) -> None:

@@ -38,6 +38,7 @@ from typing import Any
 
 import psycopg
 
+from evq.storage import rules
 from evq.storage.contract import (
     Capabilities,
     ChangeWatcher,
@@ -150,23 +151,37 @@ class PostgresQueue:
         """Record `outcomes`, fan new events out, and lease up to `limit` due deliveries, in
         one transaction, on the server's clock (or at `now`). When nothing is due and there is
         nothing to record, no transaction is opened."""
+        given = now
         if not outcomes:
             # A worker of selected receivers is not woken by the others' due deliveries.
+            caller_now = time.time()
             next_due, server_now = self._next_due(routing.selected)
-            if next_due is None or next_due > (server_now if now is None else now):
-                return LeaseBatch([], next_due)
+            if next_due is None or next_due > (server_now if given is None else given):
+                return LeaseBatch([], self._for_caller(next_due, server_now, caller_now, given))
         shard = delivering.shard_of(owner)
-        shift = self._shift(now)
+        shift = self._shift(given)
         with self._db.transaction() as conn:
-            now = self._server_now(conn, now)
+            now = self._server_now(conn, given)
             if outcomes:
                 delivering.record(conn, outcomes, owner, shift, shard)
             dispatched = delivering.dispatch(conn, routing, now, dispatch_limit)
             leases, dead = delivering.lease(conn, routing, owner, limit, now)
-            next_due = None if leases else delivering.next_due(conn, routing.selected)[0]
+            next_due = None
+            if not leases:
+                caller_now = time.time()
+                due, server_now = delivering.next_due(conn, routing.selected)
+                next_due = self._for_caller(due, server_now, caller_now, given)
             # Shared counters last, so that their row locks are held for the shortest time.
             delivering.count_dispatched(conn, dispatched, shard)
         return LeaseBatch(leases, next_due, dead)
+
+    @staticmethod
+    def _for_caller(
+        due: float | None, server_now: float, caller_now: float, given: float | None
+    ) -> float | None:
+        # `next_due` on the caller's clock, which a worker compares it with; as stored when
+        # the caller gave the time (tests move time).
+        return due if given is not None else rules.on_caller_clock(due, server_now, caller_now)
 
     def record(self, outcomes: Sequence[Outcome], *, owner: str, now: float | None = None) -> None:
         """Record the outcomes of leased attempts, fenced by their leases."""
@@ -190,9 +205,10 @@ class PostgresQueue:
 
     def next_due(self, receivers: frozenset[str] | None = None) -> float | None:
         """Return when the earliest delivery (to one of `receivers`, if given) or event to
-        fan out is due, on the server's clock."""
-        with self._db.read() as conn:
-            return delivering.next_due(conn, receivers)[0]
+        fan out is due, on the caller's clock (see `rules.on_caller_clock`)."""
+        caller_now = time.time()
+        due, server_now = self._next_due(receivers)
+        return rules.on_caller_clock(due, server_now, caller_now)
 
     def running_count(self, owner_prefix: str) -> int:
         """Return the number of unexpired leases held by owners whose id starts with the prefix."""
