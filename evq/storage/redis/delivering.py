@@ -38,6 +38,7 @@ def lease(
 ) -> LeaseBatch:
     """Record `outcomes`, fan out the next events, and lease up to `limit` deliveries."""
     rules.check_outcomes(outcomes)
+    caller_now = time.time()
     peeked = connection.run(
         "peek",
         # A worker of selected receivers is not woken by the others' due deliveries.
@@ -46,8 +47,14 @@ def lease(
     )
     server_now, next_due = float(peeked[0]), _time(peeked[1])
     events = list(zip(peeked[2::2], peeked[3::2], strict=True))
+
+    def for_caller(due: float | None) -> float | None:
+        # On the caller's clock, which a worker compares it with; as stored when the caller
+        # gave the time (tests move time).
+        return due if now is not None else rules.on_caller_clock(due, server_now, caller_now)
+
     if not outcomes and not events and (next_due is None or next_due > server_now):
-        return LeaseBatch([], next_due)
+        return LeaseBatch([], for_caller(next_due))
     result = connection.run(
         "lease",
         _lease_args(routing, owner, limit, outcomes, events, now),
@@ -73,7 +80,7 @@ def lease(
                 headers=row[11] or None,
             )
         )
-    return LeaseBatch(leases, None if leases else _time(result[1]), int(result[0]))
+    return LeaseBatch(leases, None if leases else for_caller(_time(result[1])), int(result[0]))
 
 
 def record(connection: Connection, outcomes: Sequence[Outcome], owner: str) -> None:
@@ -142,9 +149,11 @@ def renew(connection: Connection, leases: Sequence[tuple[Lease, float]]) -> int:
 
 def next_due(connection: Connection, receivers: frozenset[str] | None = None) -> float | None:
     """When the earliest delivery (to one of `receivers`, if given) or event to fan out is
-    due, if any."""
+    due, if any, on the caller's clock (see `rules.on_caller_clock`)."""
     args: list[str | int] = ["", 0, *_selected(receivers)]
-    return _time(connection.run("peek", args, doing="read the queue")[1])
+    caller_now = time.time()
+    peeked = connection.run("peek", args, doing="read the queue")
+    return rules.on_caller_clock(_time(peeked[1]), float(peeked[0]), caller_now)
 
 
 def running_count(connection: Connection, owner_prefix: str) -> int:
