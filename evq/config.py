@@ -69,8 +69,15 @@ def tracing_enabled() -> bool:
 
 def _provider_set(trace: Any) -> bool:
     """Whether the application set a tracer provider (or names one in the environment, which
-    `get_tracer_provider` then loads); without one, OpenTelemetry answers with its proxy."""
-    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    `get_tracer_provider` then loads); without one, OpenTelemetry answers with its proxy.
+    Once one is set it stays: the answer is then kept, and the look-up skipped."""
+    global _provider_seen
+    if not _provider_seen:
+        _provider_seen = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return _provider_seen
+
+
+_provider_seen = False
 
 
 def settings_from_env(env: dict[str, str] | None = None) -> Settings:
