@@ -19,6 +19,12 @@ database and server for it.
   from just before the spawn to the last receiver's timestamp. The receivers are run.py's.
 * memory: ``INFO memory`` ``used_memory`` before and after publishing ``memory_events``
   events, and after one worker has delivered them all (3 receivers each).
+* scale: ``scale_large`` (1,000,000) and ``scale_small`` (1,000) events stored and fanned out
+  under two prefixes; on each, per repeat: single publishes, leasing and recording their
+  deliveries in this process, and ``status``; the targets compare the two sizes' medians.
+* crash: two worker processes drain ``crash_events`` events (one receiver); one is SIGKILLed
+  at a quarter and its replacement at half; the survivor finishes and takes back the leases
+  the dead held once they expire (``--lease crash_lease``). Lost and stuck must both be 0.
 * latency: a worker (1 thread, 1 receiver) idle for ``--idle`` seconds, then events published
   one at a time with random gaps; ``publish()`` returning to the receiver starting.
 """
@@ -34,11 +40,13 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
+import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -102,6 +110,8 @@ class Sizes:
     scale_small: int
     scale_large: int
     scale_probe: int
+    crash_events: int
+    crash_lease: float
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Sizes:
@@ -118,6 +128,8 @@ class Sizes:
                 scale_small=100,
                 scale_large=2_000,
                 scale_probe=20,
+                crash_events=300,
+                crash_lease=1.0,
             )
         else:
             sizes = cls(
@@ -132,6 +144,8 @@ class Sizes:
                 scale_small=1_000,
                 scale_large=1_000_000,
                 scale_probe=300,
+                crash_events=20_000,
+                crash_lease=3.0,
             )
         if args.idle is not None:
             sizes = dataclasses.replace(sizes, idle=args.idle)
@@ -695,6 +709,90 @@ def bench_scale(report: Report, sizes: Sizes, url: str) -> None:
     )
 
 
+# --------------------------------------------------------------------------- crash
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the worker's whole session (it was started in one of its own)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _wait_for(condition: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def bench_crash(report: Report, sizes: Sizes, url: str, tmp_root: str | None) -> None:
+    """Two worker processes (2 threads each) drain a backlog; one is SIGKILLed at a quarter,
+    its replacement at half: what they held must come back once the lease expires, taken
+    by the worker that lives on."""
+    n, lease = sizes.crash_events, sizes.crash_lease
+    client = _client(url)
+    tag = _fresh_tag()
+    _log(f"crash: {n:,} events, workers SIGKILLed twice, lease {lease:g} s")
+    args = ("--workers", "2", "--worker-type", "thread", "--lease", f"{lease:g}", "--quiet")
+    with tempfile.TemporaryDirectory(dir=tmp_root, prefix="bench-redis-") as tmp:
+        app = _EvqApp(tmp, receivers=1)
+        app.db_path = _evq_url(url, tag)
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            _publish_backlog(url, tag, n)
+            survivor = app.start_worker(*args)
+            victim = app.start_worker(*args)
+            procs += [survivor, victim]
+            kills = 0
+            for share in (4, 2):
+                _wait_for(lambda share=share: app.executions() >= n // share, timeout=120)
+                _kill(victim)
+                killed_at = time.time()
+                kills += 1
+                victim = app.start_worker(*args)
+                procs.append(victim)
+            _kill(victim)  # the second replacement too: only the survivor reclaims
+            drained = _wait_for(lambda: len({seq for seq, _ in app.records()}) >= n, lease + 60)
+            queue = open_queue(app.db_path)
+            try:
+                status = queue.status()
+            finally:
+                queue.close()
+        finally:
+            for proc in procs:
+                _stop_process(proc)
+            _drop(client, tag)
+        records = app.records()
+    seqs = [seq for seq, _ in records]
+    lost = n - len(set(seqs))
+    duplicates = len(seqs) - len(set(seqs))
+    stuck = status.pending + status.running + status.retrying + status.awaiting_dispatch
+    last = max(ts for _, ts in records) - killed_at if records else float("nan")
+    s = "crash"
+    report.add(s, f"deliveries lost ({n:,} events, {kills + 1} SIGKILLs)", "deliveries", [lost])
+    report.add(s, "deliveries run twice (attempts cut short by a kill)", "deliveries", [duplicates])
+    report.add(s, "deliveries stuck after the lease expired", "deliveries", [stuck])
+    report.add(s, f"last kill to last delivery (lease {lease:g} s)", "s", [last])
+    report.target("crash: 0 lost", lost, "deliveries", 0, at_most=True)
+    report.target(
+        "crash: 0 stuck once the lease expired (reclaimed by the live worker)",
+        stuck if drained else stuck + lost,
+        "deliveries",
+        0,
+        at_most=True,
+    )
+    report.notes.append(
+        f"crash: {n:,} events to one receiver; two `evq worker --workers 2 --worker-type"
+        f" thread --lease {lease:g}` processes; the second SIGKILLed (whole process group)"
+        " at a quarter of the backlog and its replacement at half, a third replacement"
+        " SIGKILLed at once; the first worker alone finishes and reclaims the expired leases."
+        " Lost: events never delivered; stuck: deliveries unfinished in `status` afterwards."
+    )
+
+
 # --------------------------------------------------------------------------- latency
 
 
@@ -822,7 +920,7 @@ def render(report: Report, sizes: Sizes, url: str, argv: Sequence[str], elapsed:
     return "\n\n".join(parts) + "\n"
 
 
-SECTIONS = ("publish", "drain", "memory", "scale", "latency")
+SECTIONS = ("publish", "drain", "memory", "scale", "crash", "latency")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -854,6 +952,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench_memory(report, sizes, args.url, args.tmp_root)
         elif section == "scale":
             bench_scale(report, sizes, args.url)
+        elif section == "crash":
+            bench_crash(report, sizes, args.url, args.tmp_root)
         else:
             bench_latency(report, sizes, args.url, args.tmp_root)
 
