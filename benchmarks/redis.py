@@ -135,7 +135,7 @@ class Sizes:
             sizes = cls(
                 events=3_000,
                 batch_events=30_000,
-                drain_events=2_000,
+                drain_events=5_000,
                 repeats=3,
                 memory_events=20_000,
                 idle=60.0,
