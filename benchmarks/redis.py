@@ -19,6 +19,12 @@ database and server for it.
   from just before the spawn to the last receiver's timestamp. The receivers are run.py's.
 * memory: ``INFO memory`` ``used_memory`` before and after publishing ``memory_events``
   events, and after one worker has delivered them all (3 receivers each).
+* scale: ``scale_large`` (1,000,000) and ``scale_small`` (1,000) events stored and fanned out
+  under two prefixes; on each, per repeat: single publishes, leasing and recording their
+  deliveries in this process, and ``status``; the targets compare the two sizes' medians.
+* crash: two worker processes drain ``crash_events`` events (one receiver); one is SIGKILLed
+  at a quarter and its replacement at half; the survivor finishes and takes back the leases
+  the dead held once they expire (``--lease crash_lease``). Lost and stuck must both be 0.
 * latency: a worker (1 thread, 1 receiver) idle for ``--idle`` seconds, then events published
   one at a time with random gaps; ``publish()`` returning to the receiver starting.
 """
@@ -34,11 +40,14 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
+import signal  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -78,6 +87,8 @@ from run import (  # noqa: E402
 import evq  # noqa: E402
 import evq.config  # noqa: E402
 from evq import publisher  # noqa: E402
+from evq.storage import open_queue  # noqa: E402
+from evq.storage.contract import Outcome, Queue, Routing  # noqa: E402
 
 DEFAULT_URL = "redis://127.0.0.1:6379/13"
 DEFAULT_OUTPUT = HERE / "RESULTS-redis.md"
@@ -96,6 +107,11 @@ class Sizes:
     idle: float
     latency_events: int
     gap: tuple[float, float]
+    scale_small: int
+    scale_large: int
+    scale_probe: int
+    crash_events: int
+    crash_lease: float
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Sizes:
@@ -109,17 +125,27 @@ class Sizes:
                 idle=0.5,
                 latency_events=5,
                 gap=(0.02, 0.05),
+                scale_small=100,
+                scale_large=2_000,
+                scale_probe=20,
+                crash_events=300,
+                crash_lease=1.0,
             )
         else:
             sizes = cls(
                 events=3_000,
                 batch_events=30_000,
-                drain_events=2_000,
+                drain_events=5_000,
                 repeats=3,
                 memory_events=20_000,
                 idle=60.0,
                 latency_events=200,
                 gap=(0.02, 0.12),
+                scale_small=1_000,
+                scale_large=1_000_000,
+                scale_probe=300,
+                crash_events=20_000,
+                crash_lease=3.0,
             )
         if args.idle is not None:
             sizes = dataclasses.replace(sizes, idle=args.idle)
@@ -568,6 +594,205 @@ def bench_memory(report: Report, sizes: Sizes, url: str, tmp_root: str | None) -
     )
 
 
+# --------------------------------------------------------------------------- scale
+
+_FILLER = "bench.filler"
+_FILL_STEP = 5_000  # events fanned out per lease while filling
+
+
+def _fill(url: str, tag: str, n: int) -> None:
+    """Store `n` events and fan them out (to no receiver: the log, indexes and counters of
+    `n` events, without their deliveries' hashes, which would take hours to create)."""
+    with _Evq(url, tag):
+        for start in range(0, n, 10 * PIPELINE):
+            items = [
+                {"name": _FILLER, "payload": _payload(seq)}
+                for seq in range(start, min(n, start + 10 * PIPELINE))
+            ]
+            evq.publish_many(items, batch_size=PIPELINE)
+    queue = open_queue(_evq_url(url, tag), role="work")
+    nobody = Routing(subscriptions=(), lease_seconds={})
+    try:
+        for _ in range(n // _FILL_STEP + 2):
+            queue.lease(nobody, owner="bench-fill", limit=0, dispatch_limit=_FILL_STEP)
+    finally:
+        queue.close()
+
+
+def _probe_routing() -> Routing:
+    receivers = tuple(f"bench:receiver_{i}" for i in range(RECEIVERS))
+    return Routing(
+        subscriptions=tuple((EVENT_NAME, receiver) for receiver in receivers),
+        lease_seconds=dict.fromkeys(receivers, 30.0),
+    )
+
+
+def _drain_in_process(queue: Queue, routing: Routing) -> int:
+    """Lease and record (done) every due delivery, 16 at a time as a worker does."""
+    outcomes: list[Outcome] = []
+    delivered = 0
+    while True:
+        batch = queue.lease(routing, owner="bench-probe", limit=16, outcomes=outcomes)
+        if not batch.leases and not outcomes:
+            return delivered
+        now = time.time()
+        outcomes = [Outcome(lease, "done", now, now) for lease in batch.leases]
+        delivered += len(batch.leases)
+
+
+def _scale_costs(url: str, tag: str, probe: int, offset: int) -> dict[str, float]:
+    """Per-operation cost on a queue: `probe` single publishes, then leasing and recording
+    their deliveries (in this process), then `evq status`'s query."""
+    with _Evq(url, tag):
+        started = time.perf_counter()
+        for seq in range(offset, offset + probe):
+            evq.publish(EVENT_NAME, payload=_payload(seq))
+        publish_us = (time.perf_counter() - started) / probe * 1e6
+    queue = open_queue(_evq_url(url, tag), role="work")
+    try:
+        started = time.perf_counter()
+        delivered = _drain_in_process(queue, _probe_routing())
+        dequeue_us = (time.perf_counter() - started) / max(delivered, 1) * 1e6
+        times = []
+        for _ in range(15):
+            started = time.perf_counter()
+            queue.status()
+            times.append((time.perf_counter() - started) * 1e3)
+    finally:
+        queue.close()
+    return {"publish": publish_us, "dequeue": dequeue_us, "status": statistics.median(times)}
+
+
+def bench_scale(report: Report, sizes: Sizes, url: str) -> None:
+    client = _client(url)
+    small, large, probe = sizes.scale_small, sizes.scale_large, sizes.scale_probe
+    tags = {small: _fresh_tag(), large: _fresh_tag()}
+    runs: dict[int, list[dict[str, float]]] = {small: [], large: []}
+    memory = 0.0
+    try:
+        for n, tag in tags.items():
+            _log(f"scale: storing {n:,} events")
+            before = _used_memory(client)
+            _fill(url, tag, n)
+            if n == large:
+                memory = (_used_memory(client) - before) / n
+        for r in range(sizes.repeats):
+            _log(f"scale: repeat {r + 1}/{sizes.repeats}")
+            for n, tag in tags.items():
+                runs[n].append(_scale_costs(url, tag, probe, offset=r * probe))
+    finally:
+        for tag in tags.values():
+            _drop(client, tag)
+    s = "scale"
+    for key, unit, what in (
+        ("publish", "us", "evq.publish(), one event"),
+        ("dequeue", "us", f"lease + record, per delivery ({probe} events x {RECEIVERS})"),
+        ("status", "ms", "queue.status() (evq status)"),
+    ):
+        rows = {
+            n: report.add(s, f"{what}, {n:,} events stored", unit, [run[key] for run in runs[n]])
+            for n in (small, large)
+        }
+        report.target(
+            f"{key} with {large:,} events stored <= 1.5x with {small:,}",
+            rows[large].median / rows[small].median,
+            "x",
+            1.5,
+            at_most=True,
+        )
+    report.add(s, f"used_memory per stored event, fanned out ({large:,} events)", "bytes", [memory])
+    report.notes.append(
+        f"scale: {large:,} and {small:,} events of {_FILLER!r} stored and fanned out (to no"
+        " receiver, so without delivery hashes) under two prefixes, then per repeat, on each:"
+        f" {probe} single publishes of {EVENT_NAME!r}, leasing and recording their deliveries"
+        " in this process (16 a step), and 15 status queries; medians over the repeats."
+    )
+
+
+# --------------------------------------------------------------------------- crash
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the worker's whole session (it was started in one of its own)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _wait_for(condition: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def bench_crash(report: Report, sizes: Sizes, url: str, tmp_root: str | None) -> None:
+    """Two worker processes (2 threads each) drain a backlog; one is SIGKILLed at a quarter,
+    its replacement at half: what they held must come back once the lease expires, taken
+    by the worker that lives on."""
+    n, lease = sizes.crash_events, sizes.crash_lease
+    client = _client(url)
+    tag = _fresh_tag()
+    _log(f"crash: {n:,} events, workers SIGKILLed twice, lease {lease:g} s")
+    args = ("--workers", "2", "--worker-type", "thread", "--lease", f"{lease:g}", "--quiet")
+    with tempfile.TemporaryDirectory(dir=tmp_root, prefix="bench-redis-") as tmp:
+        app = _EvqApp(tmp, receivers=1)
+        app.db_path = _evq_url(url, tag)
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            _publish_backlog(url, tag, n)
+            survivor = app.start_worker(*args)
+            victim = app.start_worker(*args)
+            procs += [survivor, victim]
+            kills = 0
+            for share in (4, 2):
+                _wait_for(lambda share=share: app.executions() >= n // share, timeout=120)
+                _kill(victim)
+                killed_at = time.time()
+                kills += 1
+                victim = app.start_worker(*args)
+                procs.append(victim)
+            _kill(victim)  # the second replacement too: only the survivor reclaims
+            drained = _wait_for(lambda: len({seq for seq, _ in app.records()}) >= n, lease + 60)
+            queue = open_queue(app.db_path)
+            try:
+                status = queue.status()
+            finally:
+                queue.close()
+        finally:
+            for proc in procs:
+                _stop_process(proc)
+            _drop(client, tag)
+        records = app.records()
+    seqs = [seq for seq, _ in records]
+    lost = n - len(set(seqs))
+    duplicates = len(seqs) - len(set(seqs))
+    stuck = status.pending + status.running + status.retrying + status.awaiting_dispatch
+    last = max(ts for _, ts in records) - killed_at if records else float("nan")
+    s = "crash"
+    report.add(s, f"deliveries lost ({n:,} events, {kills + 1} SIGKILLs)", "deliveries", [lost])
+    report.add(s, "deliveries run twice (attempts cut short by a kill)", "deliveries", [duplicates])
+    report.add(s, "deliveries stuck after the lease expired", "deliveries", [stuck])
+    report.add(s, f"last kill to last delivery (lease {lease:g} s)", "s", [last])
+    report.target("crash: 0 lost", lost, "deliveries", 0, at_most=True)
+    report.target(
+        "crash: 0 stuck once the lease expired (reclaimed by the live worker)",
+        stuck if drained else stuck + lost,
+        "deliveries",
+        0,
+        at_most=True,
+    )
+    report.notes.append(
+        f"crash: {n:,} events to one receiver; two `evq worker --workers 2 --worker-type"
+        f" thread --lease {lease:g}` processes; the second SIGKILLed (whole process group)"
+        " at a quarter of the backlog and its replacement at half, a third replacement"
+        " SIGKILLed at once; the first worker alone finishes and reclaims the expired leases."
+        " Lost: events never delivered; stuck: deliveries unfinished in `status` afterwards."
+    )
+
+
 # --------------------------------------------------------------------------- latency
 
 
@@ -695,7 +920,7 @@ def render(report: Report, sizes: Sizes, url: str, argv: Sequence[str], elapsed:
     return "\n\n".join(parts) + "\n"
 
 
-SECTIONS = ("publish", "drain", "memory", "latency")
+SECTIONS = ("publish", "drain", "memory", "scale", "crash", "latency")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -725,6 +950,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench_drain(report, sizes, args.url, args.tmp_root)
         elif section == "memory":
             bench_memory(report, sizes, args.url, args.tmp_root)
+        elif section == "scale":
+            bench_scale(report, sizes, args.url)
+        elif section == "crash":
+            bench_crash(report, sizes, args.url, args.tmp_root)
         else:
             bench_latency(report, sizes, args.url, args.tmp_root)
 

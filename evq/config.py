@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from evq.errors import InvalidInput
 
@@ -56,12 +56,28 @@ _OTEL_MODES: dict[str, OtelMode] = {
 def tracing_enabled() -> bool:
     """Whether publishes and deliveries are traced with OpenTelemetry (see `evq.tracing`).
 
-    In "auto" mode, only once the application itself has imported OpenTelemetry: evq never
-    pays for importing it, and a process that does not trace never loads it."""
+    In "auto" mode, only once OpenTelemetry is loaded and a tracer provider is set (the
+    application traces): evq never pays for importing it. Loaded is not enough: redis-py 8
+    imports it for metrics of its own, and spans without a provider record nothing but cost
+    a fifth of a publish on Redis."""
     mode = current().otel
     if mode == "auto":
-        return "opentelemetry.trace" in sys.modules
+        trace = sys.modules.get("opentelemetry.trace")
+        return trace is not None and _provider_set(trace)
     return mode == "on"
+
+
+def _provider_set(trace: Any) -> bool:
+    """Whether the application set a tracer provider (or names one in the environment, which
+    `get_tracer_provider` then loads); without one, OpenTelemetry answers with its proxy.
+    Once one is set it stays: the answer is then kept, and the look-up skipped."""
+    global _provider_seen
+    if not _provider_seen:
+        _provider_seen = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return _provider_seen
+
+
+_provider_seen = False
 
 
 def settings_from_env(env: dict[str, str] | None = None) -> Settings:

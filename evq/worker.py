@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -204,7 +205,13 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
         raise NotImplementedError("evq publishes events with evq.publish(), not huey.enqueue()")
 
     def dequeue(self) -> bytes | None:
-        """Return the next leased delivery as a JSON huey message, or None if nothing is due."""
+        """Return the next leased delivery as a JSON huey message, or None if nothing is due.
+        (huey's interface; `EvqHuey` takes the message itself, with no JSON round trip.)"""
+        message = self.dequeue_message()
+        return None if message is None else bytes(self.serializer.serialize(message))
+
+    def dequeue_message(self) -> Message | None:
+        """Return the next leased delivery as a huey message, or None if nothing is due."""
         self._ensure_process()
         with self._lock:
             if not self._buffer:
@@ -239,13 +246,13 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
             kwargs=lease._asdict(),
         )
         try:
-            data: bytes = self.serializer.serialize(message)
+            _check_json_values(lease)
         except (TypeError, ValueError) as exc:
             # A damaged row (a publish time that is not a number, ...): a dead letter, never a
             # lease held and renewed by the heartbeat for ever.
             self.finished(delivery.undeliverable(lease, exc))
             return None
-        return data
+        return message
 
     def _keep_or_drop(self, outcomes: list[Outcome], exc: BaseException) -> None:
         """After a failed write: keep the outcomes for the next try if the file was busy or
@@ -399,6 +406,20 @@ class LeasedStorage(BaseStorage):  # type: ignore[misc]
                 logger.exception("could not renew leases")
 
 
+_JSON_VALUES = frozenset({str, int, bool, type(None)})
+
+
+def _check_json_values(lease: Lease) -> None:
+    """Raise as `json.dumps` would if a value of `lease` (from a damaged row) cannot travel
+    in a huey message as JSON, without building the JSON."""
+    for value in lease:
+        if type(value) is float:
+            if not math.isfinite(value):
+                raise ValueError("Out of range float values are not JSON compliant")
+        elif type(value) not in _JSON_VALUES:
+            raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 class _TransactionSizes:
     """How much one lease transaction may write: halved each time the storage is full, so
     that a worker makes progress with little free space (down to one event and one delivery
@@ -439,6 +460,12 @@ class EvqHuey(Huey):  # type: ignore[misc]
         # Called with each outcome, in the thread (or forked process) that ran the attempt:
         # metrics, for one. Add them before `run()` forks process workers.
         self.outcome_listeners: list[Callable[[Outcome], None]] = []
+
+    def dequeue(self) -> Any:
+        """The next leased delivery as a huey task, built from the storage's message as it
+        is: serializing it to JSON and back cost a tenth of a worker's time per delivery."""
+        message = self.storage.dequeue_message()
+        return None if message is None else self._registry.create_task(message)
 
     def execute(self, task: Any, timestamp: Any = None) -> None:
         """Run one leased attempt and hand its outcome to the storage."""

@@ -68,6 +68,7 @@ class RedisQueue:
         self.address = parse_url(url)
         self._connection = Connection(self.address)
         self._checked = False
+        self._peeked: list[tuple[str, str]] | None = None
         if not create:
             # Inspection of a queue that is not there is a mistake (a wrong prefix or
             # database), not an empty queue.
@@ -131,9 +132,13 @@ class RedisQueue:
         the read runs."""
         from evq.storage.redis import delivering  # not on the publishing path
 
-        return delivering.lease(
-            self._connection, routing, owner, limit, outcomes, dispatch_limit, now
+        # What the previous lease read for this one (see `delivering.lease`): taken, so that
+        # two threads never both use it (if they did, a fan-out would only be skipped).
+        peeked, self._peeked = self._peeked, None
+        batch, self._peeked = delivering.lease(
+            self._connection, routing, owner, limit, outcomes, dispatch_limit, now, peeked
         )
+        return batch
 
     def record(self, outcomes: Sequence[Outcome], *, owner: str, now: float | None = None) -> None:
         """Record the outcomes of leased attempts, fenced by their leases. (Retry times are

@@ -44,6 +44,12 @@ local function shifted(time_text, skew)
     return fmt(tonumber(time_text) + skew)
 end
 
+-- The other way: a time on the server's clock, on the caller's (`next_due`, which a worker
+-- compares with its own clock).
+local function unshifted(time_text, skew)
+    return shifted(time_text, -skew)
+end
+
 -- The sorted set (scored by due time) that holds an unfinished delivery: `pending` (due now
 -- or scheduled later), `retrying` (failed before) or `running` (score: lease expiry).
 local function due_set(state, failures)
@@ -149,13 +155,33 @@ local function wake()
     redis.call('PUBLISH', base .. 'wake', '')
 end
 
--- Create one delivery of an event to a receiver, pending from `due`.
-local function new_delivery(event_id, receiver, due, created, replay)
-    local id = tostring(redis.call('INCR', base .. 'delivery_seq'))
-    redis.call('HSET', base .. 'd:' .. id, 'event_id', event_id, 'receiver', receiver,
-        'state', 'pending', 'due_at', due, 'attempt', 0, 'failures', 0, 'attempt_base', 0,
-        'created_at', created, 'replay', replay)
-    redis.call('RPUSH', base .. 'ed:' .. event_id, id)
-    redis.call('ZADD', base .. 'due:pending', due, id)
-    return id
+-- Run `command` on `key` with the arguments in `list`, a few thousand at a time (Lua's
+-- unpack has a limit): one ZREM or ZADD for a whole batch instead of one per member.
+local function call_many(command, key, list)
+    for first = 1, #list, 4000 do
+        redis.call(command, key, unpack(list, first, math.min(first + 3999, #list)))
+    end
+end
+
+-- Create the deliveries of an event to `receivers` (a list), pending from `due`: one INCRBY,
+-- one RPUSH and one ZADD for all of them. Returns how many were created.
+local function new_deliveries(event_id, receivers, due, created, replay)
+    local n = #receivers
+    if n == 0 then
+        return 0
+    end
+    local last = redis.call('INCRBY', base .. 'delivery_seq', n)
+    local ids, scored = {}, {}
+    for r = 1, n do
+        local id = tostring(last - n + r)
+        redis.call('HSET', base .. 'd:' .. id, 'event_id', event_id, 'receiver', receivers[r],
+            'state', 'pending', 'due_at', due, 'attempt', 0, 'failures', 0, 'attempt_base', 0,
+            'created_at', created, 'replay', replay)
+        ids[r] = id
+        scored[2 * r - 1] = due
+        scored[2 * r] = id
+    end
+    redis.call('RPUSH', base .. 'ed:' .. event_id, unpack(ids))
+    redis.call('ZADD', base .. 'due:pending', unpack(scored))
+    return n
 end

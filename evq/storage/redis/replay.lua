@@ -6,10 +6,11 @@ local i = 2
 while i <= #ARGV do
     local event_id, n = ARGV[i], tonumber(ARGV[i + 1])
     if redis.call('HEXISTS', base .. 'e:' .. event_id, 'dispatched_at') == 1 then
+        local receivers = {}
         for r = 1, n do
-            new_delivery(event_id, ARGV[i + 1 + r], now, now, 1)
-            count = count + 1
+            receivers[r] = ARGV[i + 1 + r]
         end
+        count = count + new_deliveries(event_id, receivers, now, now, 1)
     end
     i = i + 2 + n
 end
