@@ -38,3 +38,14 @@ def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Queue]:
             yield handle
         finally:
             handle.close()
+
+
+@pytest.fixture(params=sorted(name for name, backend in BACKENDS.items() if backend.env))
+def server_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Queue]:
+    """`queue`, of each backend whose clock is a server's (not the caller's), in turn."""
+    with fresh_queue_url(request.param, tmp_path) as url:
+        handle = open_queue(url)
+        try:
+            yield handle
+        finally:
+            handle.close()
