@@ -32,18 +32,17 @@ from evq.storage import Queue, open_queue
 @pytest.fixture(params=sorted(BACKENDS))
 def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Queue]:
     """A fresh, empty queue of each backend in turn, closed after the test."""
-    with fresh_queue_url(request.param, tmp_path) as url:
-        handle = open_queue(url)
-        try:
-            yield handle
-        finally:
-            handle.close()
+    yield from _fresh_queue(request.param, tmp_path)
 
 
 @pytest.fixture(params=sorted(name for name, backend in BACKENDS.items() if backend.env))
 def server_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Queue]:
     """`queue`, of each backend whose clock is a server's (not the caller's), in turn."""
-    with fresh_queue_url(request.param, tmp_path) as url:
+    yield from _fresh_queue(request.param, tmp_path)
+
+
+def _fresh_queue(backend: str, tmp_path: Path) -> Iterator[Queue]:
+    with fresh_queue_url(backend, tmp_path) as url:
         handle = open_queue(url)
         try:
             yield handle
