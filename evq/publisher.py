@@ -361,30 +361,24 @@ def _plain_fields(items: list[Any], now: float, default_due: float) -> _Fields |
     and delay, else None. The common case, checked a column at a time at C speed."""
     if not set(map(type, items)) <= {dict}:
         return None
-    if all(map(operator.eq, map(dict.keys, items), itertools.repeat(_NAME_AND_PAYLOAD))):
-        # The commonest batch (every `--jsonl` line of a plain export): a name and a payload.
-        names = list(map(_NAME, items))
-        if not set(map(type, names)) <= {str}:
-            return None
-        try:
-            for name in set(names):
-                validate_name(name)
-        except InvalidInput:
-            return None
-        nothing: list[str | None] = [None] * len(items)
-        return _Fields(
-            names, list(map(_GIVEN_PAYLOAD, items)), nothing, [default_due] * len(items), None
-        )
-    if not all(map(_ITEM_FIELDS.issuperset, items)):
+    # The commonest batch (every `--jsonl` line of a plain export): a name and a payload only.
+    plain = all(map(operator.eq, map(dict.keys, items), itertools.repeat(_NAME_AND_PAYLOAD)))
+    if not plain and not all(map(_ITEM_FIELDS.issuperset, items)):
         return None
     try:
         names = list(map(_NAME, items))
-        keys = list(map(_KEY, items))
-        # Checked once per distinct value: first make sure that equal means the same.
-        if not set(map(type, names)) <= {str} or not set(map(type, keys)) <= {str, type(None)}:
+        if not set(map(type, names)) <= {str}:
             return None
+        # Checked once per distinct value (equal means the same: every one is a str).
         for name in set(names):
             validate_name(name)
+        if plain:
+            nothing: list[str | None] = [None] * len(items)
+            payloads = list(map(_GIVEN_PAYLOAD, items))
+            return _Fields(names, payloads, nothing, [default_due] * len(items), None)
+        keys = list(map(_KEY, items))
+        if not set(map(type, keys)) <= {str, type(None)}:
+            return None
         for key in set(keys) - {None}:
             _check_key(key)
         if any(map(operator.contains, items, itertools.repeat("delay"))):
