@@ -10,18 +10,17 @@ from collections.abc import Sequence
 
 from evq.storage.publishing import NewEvent
 
+
+def _insert(columns: Sequence[str]) -> str:
+    return f"INSERT INTO evq_event ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
 # The columns in `NewEvent`'s order, so that an event binds as the plain tuple it is.
-_INSERT_EVENT = (
-    f"INSERT INTO evq_event ({', '.join(NewEvent._fields)})"
-    f" VALUES ({', '.join('?' * len(NewEvent._fields))})"
-)
+_INSERT_EVENT = _insert(NewEvent._fields)
 # Most events have no key and no headers: bound as NULL, those two would cost a third of an
 # insert's time (sqlite3 looks up an adapter for every None), so such events leave them out.
 _PLAIN_FIELDS = NewEvent._fields[: NewEvent._fields.index("key")]
-_INSERT_PLAIN_EVENT = (
-    f"INSERT INTO evq_event ({', '.join(_PLAIN_FIELDS)})"
-    f" VALUES ({', '.join('?' * len(_PLAIN_FIELDS))})"
-)
+_INSERT_PLAIN_EVENT = _insert(_PLAIN_FIELDS)
 _PLAIN_OF = operator.itemgetter(*range(len(_PLAIN_FIELDS)))
 _ID_OF = operator.itemgetter(NewEvent._fields.index("id"))
 _KEY_OF = operator.itemgetter(NewEvent._fields.index("key"))
