@@ -117,6 +117,21 @@ def store(events: list[NewEvent]) -> list[str]:
     return _store(events, queue().publish)
 
 
+def store_stream(batches: Iterable[list[NewEvent]]) -> list[str]:
+    """Store batches of prepared events in this process's queue, in one transaction, as
+    `batches` yields them; return their ids. A backend that can (a `StreamingQueue`:
+    PostgreSQL) stores each batch while the next is prepared; on the others, and inside a
+    span when tracing is on, every batch is gathered first. An exception raised by `batches`
+    stores none of them."""
+    handle = queue()
+    stream: Callable[[Iterable[list[NewEvent]]], list[str]] | None = getattr(
+        handle, "publish_stream", None
+    )
+    if stream is None or config.tracing_enabled():
+        return store([event for batch in batches for event in batch])
+    return stream(batches)
+
+
 def _store(events: list[NewEvent], store: Callable[[list[NewEvent]], list[str]]) -> list[str]:
     """Store prepared events with `store`, inside a span when tracing is on."""
     if events and config.tracing_enabled():

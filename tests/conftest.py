@@ -149,11 +149,13 @@ def run_evq(
 _started: list[subprocess.Popen[str]] = []
 
 
-def start_evq(*args: str, **env: str) -> subprocess.Popen[str]:
-    """Start `python -m evq ARGS` in the background (its output goes to pipes), in a process
-    group of its own; whatever is still running when the test ends is killed."""
+def start_evq(*args: str, stdin: int | None = None, **env: str) -> subprocess.Popen[str]:
+    """Start `python -m evq ARGS` in the background (its output goes to pipes; `stdin`
+    `subprocess.PIPE` for input the test writes), in a process group of its own; whatever is
+    still running when the test ends is killed."""
     process = subprocess.Popen(
         [sys.executable, "-m", "evq", *args],
+        stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

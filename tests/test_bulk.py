@@ -114,6 +114,50 @@ def test_a_bad_line_after_blank_lines_is_named_by_its_line_number(
         assert stored(queue_url) == []
 
 
+def test_a_bad_line_megabytes_in_stores_nothing_of_what_came_before(
+    queue_url: str, tmp_path: Path
+) -> None:
+    # Line 90,000 is four 1 MiB chunks in: a backend that stores batches as they are read
+    # (PostgreSQL's COPY) has taken the lines before it already, and must roll them back,
+    # those stored by other statements too (a batch with a key is an INSERT between COPYs).
+    keyed = json.dumps({"name": "order.created", "key": "k1"})
+    for bad, message in (("{oops", "not valid JSON"), ('{"name": "a b"}', "invalid event name")):
+        source = tmp_path / "events.jsonl"
+        text = lines(100_000, bad_at=90_000, bad=bad).split("\n")
+        text[2500] = keyed
+        source.write_text("\n".join(text))
+        result = run_evq("publish", "--jsonl", str(source))
+        assert result.returncode == 2, result.stderr
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("Error: line 90000: ")
+        assert message in line
+        assert line.endswith("; nothing was published")
+        assert result.stdout == ""
+        assert stored(queue_url) == []
+
+
+def test_keys_anywhere_in_a_long_input_are_each_stored_once(queue_url: str) -> None:
+    first = run_evq("publish", "a.b", "--key", "k0")
+    assert first.returncode == 0, first.stderr
+    rows: list[dict[str, object]] = [{"name": "a.b", "payload": {"n": n}} for n in range(9000)]
+    # Keys in a few batches of a thousand, between runs without: one key stored before this
+    # input, one given twice in it, batches apart.
+    for n, key in ((2500, "k1"), (2501, "k0"), (7700, "k1"), (7701, "k2")):
+        rows[n]["key"] = key
+    text = "\n".join(json.dumps(row) for row in rows) + "\n"
+
+    result = run_evq("publish", "--jsonl", "-", input=text)
+
+    assert result.returncode == 0, result.stderr
+    ids = result.stdout.split()
+    assert len(ids) == 9000
+    assert ids[2501] == first.stdout.strip()
+    assert ids[7700] == ids[2500]
+    assert len(set(ids)) == 9000 - 1
+    new_ids = [i for n, i in enumerate(ids) if n not in (2501, 7700)]
+    assert [row[0] for row in stored(queue_url)] == [first.stdout.strip(), *new_ids]
+
+
 def test_a_missing_jsonl_file_is_bad_input(queue_url: str, tmp_path: Path) -> None:
     result = run_evq("publish", "--jsonl", str(tmp_path / "missing.jsonl"))
     assert result.returncode == 2

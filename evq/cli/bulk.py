@@ -26,46 +26,50 @@ PROGRESS_THRESHOLD = 10_000
 
 
 def publish_jsonl(source: str, *, delay: float | None, as_json: bool) -> None:
-    """Validate every line of `source` (a path or `-`), then publish them all in one
+    """Validate every line of `source` (a path or `-`) and publish them all in one
     transaction: all or nothing.
 
-    A bad line stops everything before anything is stored, naming its line number. Lines are
-    checked a batch at a time as they are read, so only the events ready to store are kept.
-    A failure while storing (a full disk), or the process killed meanwhile, stores nothing
-    either: the whole input can simply be given again.
+    A bad line stops everything, naming its line number, and nothing is stored. Lines are
+    checked a batch at a time as they are read, so only the events ready to store are kept;
+    a backend that can store a batch while the next is read (PostgreSQL) is handed each as it
+    is ready, inside the one transaction that a bad line rolls back. A failure while storing
+    (a full disk), or the process killed meanwhile, stores nothing either: the whole input can
+    simply be given again.
     """
     from evq.config import current
-    from evq.publisher import store
+    from evq.publisher import store_stream
 
     max_line = current().max_payload_bytes + LINE_ROOM
-
-    batches: list[list[NewEvent]] = []
-    read = 0  # lines read so far
     # The events hold no reference cycles, but the collector would walk them all, again and
     # again as they pile up, and once more when it is back on: a tenth of a large file's time.
-    with _collector_paused():
-        with _open(source) as file:
-            for lines in _line_batches(file, max_line):
-                numbers: Sequence[int] = range(read + 1, read + 1 + len(lines))
-                try:
-                    items = list(map(_parse, lines))
-                except InvalidInput:  # A blank line, or a bad one: which, and is it the first?
-                    items, numbers = _parse_each(lines, read, delay)
-                # Each batch of lines is checked as it is read: only events ready to store are
-                # kept.
-                batches.extend(_prepare(items, numbers, delay))
-                read += len(lines)
-        events = [event for batch in batches for event in batch]
-        with _progress(len(events)) as advance:
-            try:
-                ids = store(events)
-            except StorageError as exc:
-                raise type(exc)(f"{exc}; nothing was published") from None
-            advance(len(events))
-        if as_json:
-            click.echo(json.dumps({"published": len(ids), "ids": ids}))
-        elif ids:
-            sys.stdout.write("\n".join(ids) + "\n")
+    with _collector_paused(), _open(source) as file, _progress() as advance:
+        try:
+            ids = store_stream(_batches(file, max_line, delay, advance))
+        except StorageError as exc:
+            raise type(exc)(f"{exc}; nothing was published") from None
+    if as_json:
+        click.echo(json.dumps({"published": len(ids), "ids": ids}))
+    elif ids:
+        sys.stdout.write("\n".join(ids) + "\n")
+
+
+def _batches(
+    file: IO[str], max_line: int, delay: float | None, advance: Callable[[int], None]
+) -> Iterator[list[NewEvent]]:
+    """The events of the lines of `file`, prepared, in batches as they are read; a bad line
+    raises `InvalidInput` naming it (the first problem in the input: every line before it is
+    checked first)."""
+    read = 0  # lines read so far
+    for lines in _line_batches(file, max_line):
+        numbers: Sequence[int] = range(read + 1, read + 1 + len(lines))
+        try:
+            items = list(map(_parse, lines))
+        except InvalidInput:  # A blank line, or a bad one: which, and is it the first?
+            items, numbers = _parse_each(lines, read, delay)
+        read += len(lines)
+        for batch in _prepare(items, numbers, delay):
+            yield batch
+            advance(len(batch))
 
 
 def _parse_each(lines: list[str], read: int, delay: float | None) -> tuple[list[Any], list[int]]:
@@ -192,21 +196,37 @@ class _open:  # noqa: N801 - used like open()
 
 
 class _progress:  # noqa: N801 - used like a function
-    """A progress bar on stderr for long inputs on a terminal; nothing otherwise."""
+    """A count of the events published, on stderr, once an input on a terminal passes
+    `PROGRESS_THRESHOLD` events; nothing otherwise. It counts events as they are checked and
+    handed to the queue: the input's length is not known until it is read."""
 
-    def __init__(self, total: int) -> None:
-        self.total = total
+    def __init__(self) -> None:
         self.bar: Any = None
+        self.task: Any = None
+        self.count = 0
 
-    def __enter__(self) -> Any:
-        if self.total < PROGRESS_THRESHOLD or not sys.stderr.isatty():
+    def __enter__(self) -> Callable[[int], None]:
+        if not sys.stderr.isatty():
             return lambda n: None
-        from rich.progress import Progress
+        return self.advance
 
-        self.bar = Progress(transient=True, console=_stderr_console())
-        self.bar.start()
-        task = self.bar.add_task("publishing", total=self.total)
-        return lambda n: self.bar.advance(task, n)
+    def advance(self, n: int) -> None:
+        self.count += n
+        if self.bar is None:
+            if self.count < PROGRESS_THRESHOLD:
+                return
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                SpinnerColumn(),
+                TextColumn("publishing: {task.completed:,} events"),
+                TimeElapsedColumn(),
+                transient=True,
+                console=_stderr_console(),
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("publishing", total=None)
+        self.bar.update(self.task, completed=self.count)
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:

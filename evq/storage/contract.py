@@ -36,7 +36,7 @@ is no `from __future__ import annotations` here: typing.NamedTuple turns every s
 annotation into a compiled ForwardRef, which cost `evq publish` 2 ms.)
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple, Protocol
 
 # What a publish needs lives apart, so that `evq publish` does not build the classes below
@@ -515,4 +515,19 @@ class Queue(Protocol):
 
     def close(self) -> None:
         """Release this process's connections."""
+        ...
+
+
+class StreamingQueue(Queue, Protocol):
+    """A queue that can store a long run of events while the caller is still preparing them
+    (`evq publish --jsonl`); optional. `evq.publisher.store_stream` uses it where a backend has
+    it (PostgreSQL, through COPY: the server stores one batch while the client reads the next)
+    and otherwise gathers every batch and calls `Queue.publish` once."""
+
+    def publish_stream(
+        self, batches: Iterable[Sequence[NewEvent]], *, now: float | None = None
+    ) -> list[str]:
+        """Store the events of `batches`, in order, as `Queue.publish` stores them all at
+        once: atomically, durably when it returns; return their ids. An exception raised while
+        `batches` yields one stores none of them, and is raised again as it was."""
         ...

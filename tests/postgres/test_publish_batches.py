@@ -1,16 +1,20 @@
 """Large batches on PostgreSQL: a batch of `COPY_FROM` events or more without keys streams in
-with COPY (`delivering.copy_events`), a batch with a key goes through the INSERT that skips
+with COPY (`delivering.stream_events`), a batch with a key goes through the INSERT that skips
 duplicates. Either way: in order, all or nothing, delays from the server's clock, headers, and
 the NOTIFY that wakes idle workers sent with the commit."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 
 import psycopg
 import pytest
+from conftest import run_evq, start_evq
 
 from evq.errors import StorageError
 from evq.storage import open_queue
@@ -120,3 +124,42 @@ def test_a_large_batch_wakes_listeners_when_it_commits(pg: Schema, queue: Postgr
         woken = list(listener.notifies(timeout=5.0, stop_after=1))
 
     assert [n.channel for n in woken] == ["evq_wakeup"]
+
+
+def _copying(pg: Schema) -> int:
+    """How many of this schema's sessions are streaming events in with COPY right now."""
+    ((count,),) = pg.rows(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE state = 'active' AND query LIKE 'COPY evq_event %%'"
+        " AND datname = current_database()"
+    )
+    return int(count)
+
+
+def test_jsonl_streams_while_it_reads_and_a_kill_mid_stream_stores_nothing(pg: Schema) -> None:
+    # Three megabytes of lines, the input left open: COPY is under way before the input ends.
+    text = "".join(
+        json.dumps({"name": "order.created", "payload": {"n": n}}) + "\n" for n in range(60_000)
+    )
+    process = start_evq("publish", "--jsonl", "-", stdin=subprocess.PIPE)
+    assert process.stdin is not None
+    process.stdin.write(text)
+    process.stdin.flush()
+    deadline = time.monotonic() + 60.0
+    while _copying(pg) == 0:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no COPY while the input was still open"
+        time.sleep(0.05)
+    assert pg.rows("SELECT count(*) FROM evq_event") == [(0,)]  # nothing committed yet
+
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    while _copying(pg):  # the server sees the connection gone and rolls the COPY back
+        assert time.monotonic() < deadline, "the killed publisher's COPY never ended"
+        time.sleep(0.05)
+    assert pg.rows("SELECT count(*) FROM evq_event") == [(0,)]
+
+    # The same input given again is stored whole.
+    result = run_evq("publish", "--jsonl", "-", input=text)
+    assert result.returncode == 0, result.stderr
+    assert pg.rows("SELECT count(*) FROM evq_event") == [(60_000,)]

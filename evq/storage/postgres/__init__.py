@@ -32,8 +32,9 @@ fan-out, leases, outcomes), `inspecting` (status, events, dead letters, replay, 
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -51,10 +52,10 @@ from evq.storage.contract import (
     MinuteCount,
     NewEvent,
     Outcome,
-    Queue,
     QueueStatus,
     Role,
     Routing,
+    StreamingQueue,
 )
 from evq.storage.postgres import delivering, schema
 from evq.storage.postgres.connection import Connection, Server
@@ -125,9 +126,22 @@ class PostgresQueue:
             return []
         if delivering.copies(events):
             with self._db.transaction() as conn:
-                return delivering.copy_events(conn, events, now=now)
+                return delivering.stream_events(conn, [events], now=now)
         with self._db.read() as conn:
             return delivering.insert_events(conn.cursor(), events, now=now)
+
+    def publish_stream(
+        self, batches: Iterable[Sequence[NewEvent]], *, now: float | None = None
+    ) -> list[str]:
+        """Store the events of `batches` in one transaction as they come: the batches without
+        keys stream in with COPY, which the server stores while the caller prepares the next
+        batch. An exception raised by `batches` rolls all of them back."""
+        batches = iter(batches)
+        head = list(itertools.islice(batches, 2))
+        if len(head) < 2:  # one batch: as `publish`, which may not need COPY
+            return self.publish(head[0] if head else [], now=now)
+        with self._db.transaction() as conn:
+            return delivering.stream_events(conn, itertools.chain(head, batches), now=now)
 
     def publish_within(self, connection: Any, events: Sequence[NewEvent]) -> list[str]:
         """Store `events` inside the caller's transaction on a psycopg 3 or psycopg2
@@ -360,6 +374,6 @@ class PostgresQueue:
             inspecting.forget_old_statistics(conn, self._server_now(conn, now))
 
 
-def _implements_the_contract(queue: PostgresQueue) -> Queue:
-    """Never called: mypy checks here that `PostgresQueue` implements `Queue`."""
+def _implements_the_contract(queue: PostgresQueue) -> StreamingQueue:
+    """Never called: mypy checks here that `PostgresQueue` implements `StreamingQueue`."""
     return queue

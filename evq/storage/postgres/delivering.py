@@ -13,9 +13,10 @@ caller's clock reading so that the server moves them onto its own (None: the cal
 
 from __future__ import annotations
 
+import itertools
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from evq.storage import rules
@@ -23,7 +24,7 @@ from evq.storage.contract import Lease, NewEvent, Outcome, Routing
 from evq.storage.postgres.queries import QUERIES
 
 SHARDS = 16
-# From this many events a batch without keys streams in with COPY (`copy_events`): two round
+# From this many events a batch without keys streams in with COPY (`stream_events`): two round
 # trips more than one INSERT, but the server parses no JSON and the client escapes no arrays.
 COPY_FROM = 200
 # Delivery and event ids are bigints: an id outside that range names no row here.
@@ -86,30 +87,47 @@ def insert_events(cursor: Any, events: Sequence[NewEvent], *, now: float | None)
 
 
 def copies(events: Sequence[NewEvent]) -> bool:
-    """Whether `events` go in with `copy_events`: a large batch none of which has a key (one
+    """Whether `events` go in with `stream_events`: a large batch none of which has a key (one
     with a key may be a duplicate, which only `insert_events`' ON CONFLICT can skip)."""
-    return len(events) >= COPY_FROM and all(e.key is None for e in events)
+    return len(events) >= COPY_FROM and _keyless(events)
 
 
-def copy_events(conn: Any, events: Sequence[NewEvent], *, now: float | None) -> list[str]:
-    """Stream `events` (none with a key) into evq_event with COPY, in order, inside the
-    transaction `conn` (psycopg 3) holds, and wake idle workers when it commits; return their
-    ids. With `now` None, each delay runs from the server's clock, read here first."""
+def stream_events(
+    conn: Any, batches: Iterable[Sequence[NewEvent]], *, now: float | None
+) -> list[str]:
+    """Store the events of `batches`, in order, inside the transaction `conn` (psycopg 3)
+    holds, and wake idle workers when it commits; return their ids. A run of batches without
+    keys streams in with one COPY, which the server stores while the next batch is prepared;
+    a batch with keys goes in with `insert_events`. With `now` None, each delay runs from the
+    server's clock, read here first. An exception raised by `batches` ends the COPY; the
+    caller's transaction then rolls back."""
     cursor = conn.cursor()
     start = None
     if now is None:
         ((start,),) = cursor.execute(QUERIES["server_now"]).fetchall()
-    with cursor.copy(QUERIES["copy_events"]) as copy:
-        write = copy.write_row
-        for e in events:
-            if start is None:
-                due_at = e.due_at
-            else:
-                delay = e.due_at - e.published_at
-                due_at = start + delay if delay > 0.0 else start
-            write((e.id, e.name, e.payload, e.published_at, due_at, e.headers))
+    ids: list[str] = []
+    for keyless, run in itertools.groupby(batches, key=_keyless):
+        if not keyless:
+            for batch in run:
+                ids += insert_events(cursor, batch, now=now)
+            continue
+        with cursor.copy(QUERIES["copy_events"]) as copy:
+            write = copy.write_row
+            for batch in run:
+                for e in batch:
+                    if start is None:
+                        due_at = e.due_at
+                    else:
+                        delay = e.due_at - e.published_at
+                        due_at = start + delay if delay > 0.0 else start
+                    write((e.id, e.name, e.payload, e.published_at, due_at, e.headers))
+                ids += [e.id for e in batch]
     cursor.execute(QUERIES["wake_workers"])
-    return [e.id for e in events]
+    return ids
+
+
+def _keyless(events: Sequence[NewEvent]) -> bool:
+    return all(e.key is None for e in events)
 
 
 def next_due(conn: Any, receivers: frozenset[str] | None = None) -> tuple[float | None, float]:

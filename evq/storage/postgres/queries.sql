@@ -38,7 +38,7 @@ WITH inserted AS (
 SELECT count(*) FROM inserted, (SELECT pg_notify('evq_wakeup', '')) AS wake;
 
 -- name: copy_events
--- A large batch none of whose events has a key (`delivering.copy_events`): the rows stream in
+-- A large batch none of whose events has a key (`delivering.stream_events`): the rows stream in
 -- with COPY, in order, each due at the server's time read just before (or the caller's `now`),
 -- plus its delay. No row can conflict, so nothing needs ON CONFLICT.
 COPY evq_event (id, name, payload, published_at, due_at, headers) FROM STDIN;
