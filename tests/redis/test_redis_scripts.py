@@ -17,7 +17,7 @@ from evq.errors import StorageError
 from evq.publisher import prepare
 from evq.storage import open_queue
 from evq.storage.redis import RedisQueue
-from evq.storage.redis.connection import parse_url
+from evq.storage.redis.connection import _script_text, parse_url
 
 
 def client_of(url: str) -> redis.Redis:
@@ -149,3 +149,21 @@ def test_publish_within_a_transaction_is_refused_in_one_line(redis_url: str) -> 
         evq.publish("order.paid", payload={}, connection=object())
     message = str(caught.value)
     assert "\n" not in message and "Redis" in message and "outbox" in message
+
+
+def test_a_script_is_loaded_with_the_shared_definitions_it_uses_and_no_others() -> None:
+    # Redis runs a script's whole text on every call: publish must not define lease's helpers.
+    publish_text = _script_text("publish")
+    assert "local function skew_from(" in publish_text
+    assert "local function wake(" in publish_text
+    assert "local function due_in(" not in publish_text
+    assert "local function new_deliveries(" not in publish_text
+    # Through another definition: status uses next_due, which uses first_due and SELECTED_SCAN.
+    status_text = _script_text("status")
+    assert "local function first_due(" in status_text
+    assert "local SELECTED_SCAN = " in status_text
+    # Each definition comes before the script, once, in lib.lua's order.
+    assert status_text.count("local function next_due(") == 1
+    assert status_text.index("local function first_due(") < status_text.index(
+        "local function next_due("
+    )

@@ -1,4 +1,5 @@
--- Prepended to every evq script when it is loaded (see connection.py): key names, clocks.
+-- What evq's scripts share: key names, clocks. Each script is loaded with the definitions
+-- below that it uses put before it (connection.py's `_script_text`).
 -- KEYS[1] is the queue's prefix, `{evq:<prefix>}:`; every key of the queue starts with it, so
 -- all of them share one hash tag (one Cluster slot) and the script runs where they live.
 local base = KEYS[1]

@@ -21,6 +21,7 @@ for i = 2, #ARGV, 7 do
     if first then
         ids[#ids + 1] = first
     else
+        -- Also the count of events ever stored, which `evq status` shows as published.
         local seq = redis.call('INCR', base .. 'event_seq')
         local event = base .. 'e:' .. id
         redis.call('HSET', event, 'name', name, 'payload', payload,
@@ -45,7 +46,6 @@ for i = 2, #ARGV, 7 do
 end
 if stored > 0 then
     redis.call('HSETNX', base .. 'meta', 'version', '1')
-    redis.call('HINCRBY', base .. 'counters', 'published', stored)
     wake()
 end
 return ids

@@ -10,7 +10,7 @@ local function count(name, low, high)
 end
 local result = {
     n,
-    redis.call('HGET', base .. 'counters', 'published') or '0',
+    redis.call('GET', base .. 'event_seq') or '0',
     redis.call('ZCARD', base .. 'undispatched'),
     count('delayed', '(' .. n, '+inf'),
     count('due:pending', '-inf', n),
