@@ -178,6 +178,75 @@ def test_a_delivery_whose_worker_is_lost_again_and_again_ends_as_a_dead_letter(
     assert letter.error is not None and "worker lost" in letter.error
     assert history(queue, event_id) == [(n, "lost") for n in range(1, rules.MAX_LOST_ATTEMPTS + 1)]
 
+    # Redriven (due now), it is leased again, its lost attempts counted afresh from there.
+    assert queue.redrive([letter.id]) == 1
+    (lease,) = take(queue, now=time.time() + 1, routing=routing)
+    assert lease.attempt == rules.MAX_LOST_ATTEMPTS + 1
+
+
+def test_failed_attempts_do_not_count_towards_the_lost_worker_limit(queue: Queue) -> None:
+    at = time.time() - 3600
+    publish(queue, "order.created", at=at)
+    routing = routing_for(lease_seconds=1)
+    (first,) = take(queue, now=at, routing=routing)
+    queue.record([outcome(first, "retry", at=at + 0.5, retry_at=at + 1)], owner=OWNER, now=at)
+    # Then the worker is lost on every attempt but one of the limit.
+    for attempt in range(2, rules.MAX_LOST_ATTEMPTS + 1):
+        (lease,) = take(queue, now=at + 2 * attempt, routing=routing)
+        assert (lease.attempt, lease.failures) == (attempt, 1)
+
+    # MAX_LOST_ATTEMPTS attempts, one of them a failure: not yet lost that many times.
+    batch = queue.lease(routing, owner=OWNER, limit=10, now=at + 2 * rules.MAX_LOST_ATTEMPTS + 2)
+
+    assert batch.dead_lettered == 0
+    assert [lease.attempt for lease in batch.leases] == [rules.MAX_LOST_ATTEMPTS + 1]
+
+
+def test_a_delivery_lost_behind_due_ones_waits_for_a_lease_of_its_own(queue: Queue) -> None:
+    at = time.time() - 600
+    lost_event = publish(queue, "order.created", at=at)
+    take(queue, now=at, routing=routing_for(lease_seconds=10), owner="w1")  # w1 dies
+    due_event = publish(queue, "order.created", at=at + 1)  # due before that lease expired
+    queue.lease(routing_for(), owner="w1", limit=0, now=at + 1)  # fanned out, not taken
+
+    first = take(queue, now=at + 20, owner="w2")
+    second = take(queue, now=at + 20, owner="w2")
+
+    assert [(lease.event_id, lease.attempt) for lease in first] == [(due_event, 1)]
+    assert [(lease.event_id, lease.attempt) for lease in second] == [(lost_event, 2)]
+
+
+def test_a_lost_delivery_is_leased_alone_even_beside_events_published_since(
+    queue: Queue,
+) -> None:
+    # As above, but the second event is not fanned out yet when the lost one is taken back: a
+    # backend that fans out and leases in two steps must still not batch the two together.
+    at = time.time() - 600
+    lost_event = publish(queue, "order.created", at=at)
+    take(queue, now=at, routing=routing_for(lease_seconds=10), owner="w1")  # w1 dies
+    due_event = publish(queue, "order.created", at=at + 1)
+
+    batches = [take(queue, now=at + 20, owner="w2") for _ in range(3)]
+
+    leased = sorted((lease.event_id, lease.attempt) for batch in batches for lease in batch)
+    assert leased == sorted([(lost_event, 2), (due_event, 1)])
+    for batch in batches:
+        assert len(batch) <= 1 or lost_event not in [lease.event_id for lease in batch]
+
+
+def test_a_dead_letter_made_by_a_lease_does_not_stop_it_taking_the_deliveries_after(
+    queue: Queue,
+) -> None:
+    at = time.time() - 60
+    publish(queue, "order.created", at=at)
+    queue.lease(routing_for("shop:gone"), owner=OWNER, limit=0, now=at)  # fan out only
+    taken = publish(queue, "order.created", at=at + 1)
+
+    batch = queue.lease(routing_for("shop:other"), owner=OWNER, limit=10, now=at + 2)
+
+    assert batch.dead_lettered == 1
+    assert [(lease.event_id, lease.receiver) for lease in batch.leases] == [(taken, "shop:other")]
+
 
 def test_a_delivery_to_a_receiver_the_worker_does_not_run_becomes_a_dead_letter(
     queue: Queue,

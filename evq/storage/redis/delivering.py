@@ -55,14 +55,14 @@ def lease(
     rules.check_outcomes(outcomes)
     if peeked is None or limit == 0:
         return _read_then_lease(connection, routing, owner, limit, outcomes, dispatch_limit, now)
-    batch, fresh = _lease_step(
+    batch, fresh, complete = _lease_step(
         connection, routing, owner, limit, outcomes, peeked, dispatch_limit, now
     )
     taken = len(batch.leases)
-    if taken == limit or (taken and not fresh):
+    if taken == limit or (taken and not fresh) or complete:
         return batch, fresh
     rest, fresh = _read_then_lease(
-        connection, routing, owner, limit - taken, (), dispatch_limit, now
+        connection, routing, owner, limit - taken, (), dispatch_limit, now, taken_before=taken
     )
     merged = LeaseBatch(
         batch.leases + rest.leases,
@@ -80,9 +80,11 @@ def _read_then_lease(
     outcomes: Sequence[Outcome],
     dispatch_limit: int,
     now: float | None,
+    *,
+    taken_before: int = 0,
 ) -> tuple[LeaseBatch, Peeked | None]:
-    """Read the events to route (a read), then lease; without outcomes and with nothing
-    due, only the read runs."""
+    """Read the events to route (a read), then lease (after `taken_before` leases of the
+    same step); without outcomes and with nothing due, only the read runs."""
     caller_now = time.time()
     peeked = connection.run(
         "peek",
@@ -98,7 +100,10 @@ def _read_then_lease(
         if now is None:
             next_due = rules.on_caller_clock(next_due, server_now, caller_now)
         return LeaseBatch([], next_due), None
-    return _lease_step(connection, routing, owner, limit, outcomes, events, dispatch_limit, now)
+    batch, fresh, _ = _lease_step(
+        connection, routing, owner, limit, outcomes, events, dispatch_limit, now, taken_before
+    )
+    return batch, fresh
 
 
 def _lease_step(
@@ -110,13 +115,16 @@ def _lease_step(
     events: Peeked,
     peek_limit: int,
     now: float | None,
-) -> tuple[LeaseBatch, Peeked | None]:
-    """One run of `lease.lua`; returns the batch and the events it read for the next step
-    (None if it took no lease, and so read none)."""
+    taken_before: int = 0,
+) -> tuple[LeaseBatch, Peeked | None, bool]:
+    """One run of `lease.lua`, after `taken_before` leases of the same step; returns the
+    batch, the events it read for the next step (None if it took no lease, and so read
+    none), and whether the batch is complete though short: it ended at a lost delivery,
+    which `rules.lease_plan` takes only in a batch of its own."""
     reply = json.loads(
         connection.run(
             "lease",
-            _lease_args(routing, owner, limit, outcomes, events, peek_limit, now),
+            _lease_args(routing, owner, limit, outcomes, events, peek_limit, now, taken_before),
             doing="lease deliveries",
         )
     )
@@ -126,9 +134,10 @@ def _lease_step(
         _lease(reply[start : start + _LEASE_FIELDS]) for start in range(3, end, _LEASE_FIELDS)
     ]
     if not leases:
-        return LeaseBatch([], _time(next_due), dead_lettered), None
+        return LeaseBatch([], _time(next_due), dead_lettered), None, False
     rest = reply[end:]
-    return LeaseBatch(leases, None, dead_lettered), list(zip(rest[::2], rest[1::2], strict=True))
+    fresh = list(zip(rest[::2], rest[1::2], strict=True))
+    return LeaseBatch(leases, None, dead_lettered), fresh, next_due == "lost"
 
 
 _LEASE_FIELDS = len(Lease._fields)
@@ -168,6 +177,7 @@ def _lease_args(
     events: Peeked,
     peek_limit: int,
     now: float | None,
+    taken_before: int = 0,
 ) -> list[str | int]:
     args: list[str | int] = [
         "" if now is None else repr(now),
@@ -182,6 +192,7 @@ def _lease_args(
         peek_limit,
         json.dumps([_outcome_row(o, owner) for o in outcomes]),
         json.dumps([[event_id, *routing.receivers_for(name)] for event_id, name in events]),
+        taken_before,
     ]
     for receiver, seconds in routing.lease_seconds.items():
         args += [receiver, repr(float(seconds))]

@@ -6,7 +6,8 @@
 -- runs selected receivers only, which leaves every other receiver's deliveries alone and
 -- leases only theirs), the reason for a delivery lost max_lost times, the error of a lost
 -- attempt, peek_limit (after taking leases, read this many events to fan out next, for the
--- worker's next step; 0: none), then
+-- worker's next step; 0: none), how many leases the worker's step took already (a lost
+-- delivery is taken only in a batch of its own, so it is left for the next step then), then
 --   the outcomes, as JSON: a list of [delivery_id, attempt, kind, started_at, finished_at,
 --     retry_at, error, traceback, counts_as_failure (1/0), history entry (JSON text, '' if
 --     the attempt never started)], every time as text ('' for none);
@@ -14,14 +15,16 @@
 --   then receiver, lease_seconds pairs: the receivers this worker runs.
 -- Arguments travel as two JSON texts, not hundreds of arguments: packing and parsing them
 -- one by one was most of a worker's time on the client.
--- Returns JSON: [dead_lettered, next_due on the caller's clock or '', n, then 12 fields for
--- each of the n leases,
+-- Returns JSON: [dead_lettered, next_due on the caller's clock or '' ('lost' when leases were
+-- taken and the batch ended at a lost delivery: taken alone, or left for a batch of its own),
+-- n, then 12 fields for each of the n leases,
 -- then event id, name pairs of the next events to fan out (only when a lease was taken)].
 local now = now_from(ARGV[1])
 local skew = skew_from(ARGV[2])
 local owner, limit, max_lost = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local unregistered, lost_reason, lost_error = ARGV[6], ARGV[7], ARGV[8]
 local peek_limit = tonumber(ARGV[9])
+local taken_before = tonumber(ARGV[12])
 local now_text = fmt(now)
 local decoded, outcomes = pcall(cjson.decode, ARGV[10])
 local decoded_events, events = pcall(cjson.decode, ARGV[11])
@@ -121,7 +124,7 @@ if #fanned > 0 then
 end
 
 local lease_seconds = {}
-for j = 12, #ARGV, 2 do
+for j = 13, #ARGV, 2 do
     lease_seconds[ARGV[j]] = ARGV[j + 1]
 end
 local selected = nil
@@ -150,13 +153,15 @@ end
 -- is taken alone; a delivery of an unregistered receiver, or lost max_lost times, is dead.
 local dead_lettered, leased, running = 0, {}, {}
 local taken = 0
+local ended_at_lost = false
 for k = 1, math.min(limit, #candidates) do
     local id, set = candidates[k][1], base .. candidates[k][3]
     local d = base .. 'd:' .. id
     local f = redis.call('HMGET', d, 'state', 'attempt', 'attempt_base', 'failures', 'receiver',
         'event_id', 'replay', 'lease_owner', 'started_at')
     local lost = f[1] == 'running'
-    if lost and taken > 0 then
+    if lost and taken + taken_before > 0 then
+        ended_at_lost = true
         break
     end
     if not (f[1] and tonumber(f[2]) and tonumber(f[3]) and tonumber(f[4]) and f[5] and f[6]) then
@@ -199,6 +204,7 @@ for k = 1, math.min(limit, #candidates) do
             end
             taken = taken + 1
             if lost then
+                ended_at_lost = true
                 break
             end
         end
@@ -213,7 +219,10 @@ for _, value in ipairs(leased) do
 end
 if taken == 0 then
     result[2] = unshifted(next_due(selected), skew)
-elseif peek_limit > 0 then
+elseif ended_at_lost then
+    result[2] = 'lost'
+end
+if taken > 0 and peek_limit > 0 then
     -- The worker comes back once these are done: the events it will route then, read now
     -- (a step fewer for it; one fanned out meanwhile by another worker is skipped then).
     for _, id in ipairs(redis.call('ZRANGE', base .. 'undispatched', 0, peek_limit - 1)) do
