@@ -32,6 +32,27 @@ def test_status_counts_events_and_deliveries_in_every_state(queue: Queue) -> Non
     assert queue.status(now=at + 120).delivered_last_minute == 0
 
 
+def test_status_adds_up_the_deliveries_of_a_state_however_they_are_stored(queue: Queue) -> None:
+    # Retrying is stored as pending after a failure, due now or later; running is stored as
+    # running, on a first attempt or after a failure: each state's count adds up every way.
+    at = float(int(time.time()) - 600)
+    for n in range(4):
+        publish(queue, "order.created", at=at + n)
+    first, second, third, _still_running = take(queue, now=at + 5)
+    retries = [(first, at + 8), (second, at + 500), (third, at + 8)]
+    queue.record(
+        [outcome(lease, "retry", at=at + 6, retry_at=when) for lease, when in retries],
+        owner=OWNER,
+        now=at + 6,
+    )
+    (again,) = take(queue, now=at + 9, limit=1)  # a retry running; the fourth's first attempt
+    assert again.delivery_id in (first.delivery_id, third.delivery_id)
+
+    status = queue.status(now=at + 10)
+
+    assert (status.retrying, status.running, status.pending, status.scheduled) == (2, 2, 0, 0)
+
+
 def test_throughput_counts_every_outcome_of_a_batch_in_the_second_it_finished(
     queue: Queue,
 ) -> None:

@@ -97,6 +97,28 @@ def test_a_delayed_event_is_scheduled_and_not_leased_before_it_is_due(queue: Que
     assert lease.event_id == delayed
 
 
+def test_an_event_not_fanned_out_yet_is_pending_from_its_due_time_and_scheduled_before(
+    queue: Queue,
+) -> None:
+    at = float(int(time.time()) - 7200)  # whole seconds: every backend stores them exactly
+    now_due = publish(queue, "report.now", at=at)
+    delayed = publish(queue, "report.later", at=at, delay=60)
+
+    def status(event_id: str, now: float) -> str | None:
+        record = queue.event(event_id, now=now)
+        return None if record is None else record.status
+
+    def listed(state: str, now: float) -> list[str]:
+        return [event.id for event in queue.events(status=state, now=now)]
+
+    assert (status(now_due, at + 1), status(delayed, at + 1)) == ("pending", "scheduled")
+    assert (listed("pending", at + 1), listed("scheduled", at + 1)) == ([now_due], [delayed])
+    # Due at exactly now: pending (a worker would lease it), no longer scheduled.
+    assert status(delayed, at + 60) == "pending"
+    assert sorted(listed("pending", at + 60)) == sorted([delayed, now_due])
+    assert listed("scheduled", at + 60) == []
+
+
 # Keys are compared exactly, byte for byte of their UTF-8: no case folding, no Unicode
 # normalisation, no trimming. Each pair below is two different keys.
 DISTINCT_KEYS = [
