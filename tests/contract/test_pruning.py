@@ -69,6 +69,9 @@ def test_pruning_walks_past_events_it_must_keep_from_batch_to_batch(queue: Queue
         finish(queue, take(queue, now=at + index), "done", at=at + index)
 
     assert rules.prune_steps(queue, time.time(), batch_size=3, dry_run=True) == (6, None)
+    # Two steps of three: four dead letters and two finished events looked at, no more.
+    total, after = rules.prune_steps(queue, time.time(), batch_size=3, max_batches=2, dry_run=True)
+    assert (total, after is not None) == (2, True)
     total, after = rules.prune_steps(queue, time.time(), batch_size=3, max_batches=1)
     assert (total, after is not None) == (0, True)  # three dead letters looked at
     steps = 1

@@ -46,6 +46,20 @@ def test_a_replay_goes_to_every_receiver_that_had_the_event_once(queue: Queue) -
     }
 
 
+def test_replayed_deliveries_are_due_at_the_time_the_replay_ran(queue: Queue) -> None:
+    at = time.time() - 3600
+    event_id = publish(queue, "order.created", at=at)
+    finish(queue, take(queue, now=at), "done", at=at + 1)
+
+    assert rules.replay(queue, EventSelection(name="order.created"), now=at + 100) == 1
+
+    (replayed,) = [d for d in deliveries(queue, event_id) if d.replay]
+    assert replayed.due_at is not None
+    assert abs(replayed.due_at - (at + 100)) < 1e-3
+    assert take(queue, now=at + 99) == []
+    assert [lease.event_id for lease in take(queue, now=at + 100)] == [event_id]
+
+
 def test_a_replay_to_a_receiver_backfills_one_that_never_had_the_event(queue: Queue) -> None:
     at = time.time() - 60
     event_id = publish(queue, "order.created", at=at)
