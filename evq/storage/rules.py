@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from evq.errors import InvalidInput
 from evq.storage.contract import (
     DELIVERY_STATES,
     OUTCOME_KINDS,
@@ -123,14 +122,6 @@ def event_status(
         if counts.get(state):
             return state
     return "done"
-
-
-def check_state(state: str) -> DeliveryState:
-    """Return `state` if it is a delivery state; raise `InvalidInput` otherwise."""
-    for known in DELIVERY_STATES:
-        if state == known:
-            return known
-    raise InvalidInput(f"unknown delivery state {state!r}: use one of {', '.join(DELIVERY_STATES)}")
 
 
 def undispatched_state(due_at: float, now: float) -> DeliveryState:
