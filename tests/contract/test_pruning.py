@@ -101,3 +101,16 @@ def test_events_published_after_everything_was_pruned_are_still_fanned_out(
         finish(queue, leases, "done", at=at + round_)
         assert rules.prune(queue, time.time()) == 3
         assert queue.events(limit=None) == []
+
+
+def test_a_dry_run_of_prune_changes_nothing_not_even_old_statistics(queue: Queue) -> None:
+    # Deliveries finished two days ago: their statistics are what a real prune may drop.
+    at = float(int(time.time() - 2 * DAY))
+    publish(queue, "order.created", at=at)
+    finish(queue, take(queue, now=at), "done", at=at + 1)
+    before = queue.finished_per_minute(minutes=5, now=at + 60)
+    assert sum(minute.delivered for minute in before) == 1
+
+    assert rules.prune(queue, time.time() - 7 * DAY, dry_run=True, now=time.time()) == 0
+
+    assert queue.finished_per_minute(minutes=5, now=at + 60) == before
