@@ -143,6 +143,9 @@ def test_a_lease_expires_and_another_worker_takes_the_delivery_again(queue: Queu
     assert (delivery.state, delivery.worker) == ("running", "w2")
     assert [(a.attempt, a.outcome, a.worker) for a in delivery.history] == [(1, "lost", "w1")]
     assert delivery.history[0].error == rules.LOST_WORKER_ERROR
+    # When the lost attempt started, and when it was found lost.
+    assert delivery.history[0].started_at == pytest.approx(at, abs=1e-3)
+    assert delivery.history[0].finished_at == pytest.approx(at + 11, abs=1e-3)
 
 
 def test_deliveries_whose_worker_died_are_taken_back_one_at_a_time(queue: Queue) -> None:

@@ -95,6 +95,7 @@ def test_a_delayed_event_is_scheduled_and_not_leased_before_it_is_due(queue: Que
     assert take(queue, now=at + 3599) == []
     (lease,) = take(queue, now=at + 3600)
     assert lease.event_id == delayed
+    assert lease.published_at == pytest.approx(at, abs=1e-3)  # when published, not when due
 
 
 def test_an_event_not_fanned_out_yet_is_pending_from_its_due_time_and_scheduled_before(
