@@ -70,7 +70,7 @@ def insert_events(cursor: Any, events: Sequence[NewEvent], *, now: float | None)
             for e in events
         ]
     )
-    if not any(e.key for e in events):
+    if _keyless(events):
         cursor.execute(QUERIES["insert_events_without_keys"], {"events": rows})
         (count,) = cursor.fetchone()
         if count != len(events):  # pragma: no cover - a broken promise of the server
