@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import calls, run_evq
-from workers import WorkerProcess, log_lines, rows, states, wait_until
+from workers import WorkerProcess, group_pids, log_lines, rows, states, wait_until
 
 import evq
 
@@ -43,23 +43,9 @@ def _running(queue_path: Path) -> int:
     return int(rows(queue_path, "SELECT count(*) FROM evq_delivery WHERE state = 'running'")[0][0])
 
 
-def _group_pids(pgid: int) -> set[int]:
-    """The processes of a process group (a worker and its forked children)."""
-    pids = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[2]) == pgid:  # state, ppid, pgrp
-                pids.add(int(entry))
-    return pids
-
-
 def _leases_held(queue_path: Path, worker: WorkerProcess) -> int:
     """How many deliveries a worker (any process of its group) holds leased now."""
-    pids = _group_pids(worker.pid)
+    pids = group_pids(worker.pid)
     owners = rows(queue_path, "SELECT lease_owner FROM evq_delivery WHERE state = 'running'")
     return sum(1 for (owner,) in owners if owner and int(owner.rsplit(":", 1)[1]) in pids)
 

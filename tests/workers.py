@@ -19,6 +19,20 @@ from typing import Any
 from conftest import ROOT, evq_env
 
 
+def group_pids(pgid: int) -> set[int]:
+    """The processes of a process group (a worker and its forked children)."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[2]) == pgid:  # state, ppid, pgrp
+                pids.add(int(entry))
+    return pids
+
+
 class WorkerProcess:
     """An `evq worker` subprocess whose output goes to files next to the queue."""
 

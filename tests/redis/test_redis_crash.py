@@ -3,14 +3,16 @@ process workers), and three worker processes sharing one backlog deliver each de
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import time
 from pathlib import Path
 
 import pytest
 from conftest import calls, run_evq
 from redis_server import redis_url_fixture  # noqa: F401
-from workers import WorkerProcess, wait_until
+from workers import WorkerProcess, group_pids, wait_until
 
 from evq.publisher import prepare
 from evq.storage import open_queue
@@ -35,6 +37,24 @@ def _unfinished(url: str) -> int:
     finally:
         queue.close()
     return s.awaiting_dispatch + s.pending + s.scheduled + s.running + s.retrying + s.dead
+
+
+def _leases_held(url: str) -> set[int]:
+    """The pids of the processes that hold a lease now (from the deliveries' lease owners,
+    `...:<pid>`)."""
+    queue = open_queue(url)
+    try:
+        running = queue.events(status="running", limit=None)
+        records = [queue.event(e.id) for e in running]
+    finally:
+        queue.close()
+    return {
+        int(d.worker.rsplit(":", 1)[1])
+        for record in records
+        if record is not None
+        for d in record.deliveries
+        if d.state == "running" and d.worker
+    }
 
 
 def _worker(tmp_path: Path, worker_type: str, workers: str = "2") -> WorkerProcess:
@@ -63,11 +83,23 @@ def test_workers_killed_at_random_moments_lose_no_delivery(
     rng = random.Random(3)
     workers = [_worker(tmp_path, worker_type) for _ in range(2)]
     try:
-        for _ in range(6):
-            time.sleep(rng.uniform(0.3, 1.5))
-            for index in rng.sample(range(2), rng.choice((1, 1, 2))):
+        for kill in range(6):
+            if kill == 0:
+                # The first kill lands while deliveries are leased, however fast the machine:
+                # both workers frozen, one that holds leases is killed.
+                wait_until(lambda: _leases_held(redis_url), timeout=60)
+                for worker in workers:
+                    os.killpg(worker.pid, signal.SIGSTOP)
+                owners = _leases_held(redis_url)
+                chosen = [i for i in range(2) if group_pids(workers[i].pid) & owners]
+            else:
+                time.sleep(rng.uniform(0.3, 1.5))
+                chosen = rng.sample(range(2), rng.choice((1, 1, 2)))
+            for index in chosen or [0]:
                 workers[index].kill_group()
                 workers[index] = _worker(tmp_path, worker_type)
+            for worker in workers:
+                os.killpg(worker.pid, signal.SIGCONT)
         wait_until(lambda: _unfinished(redis_url) == 0, timeout=240)
         for worker in workers:
             assert worker.stop() == 0, worker.stderr
