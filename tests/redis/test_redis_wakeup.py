@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from contract.steps import publish
+from contract.steps import publish, take
 from redis_server import redis_url_fixture  # noqa: F401
 
 from evq.storage import open_queue
@@ -52,3 +52,26 @@ def test_an_idle_watcher_uses_almost_no_cpu(redis_url: str) -> None:
     finally:
         watcher.close()
         queue.close()
+
+
+def test_work_added_while_no_one_waits_wakes_the_next_wait_and_only_that_one(
+    redis_url: str,
+) -> None:
+    worker, publisher = open_queue(redis_url, role="work"), open_queue(redis_url)
+    watcher = worker.watch()
+    assert watcher is not None
+    try:
+        watcher.wait(0.1)  # learns where the streams end
+        # Published between two waits (the worker was busy): into the inbox, and a delayed
+        # event, which the script announces on the wake-up stream.
+        publish(publisher, "a.b", at=time.time())
+        assert watcher.wait(0.001) is True
+        take(worker, now=time.time())  # the worker takes it from the inbox
+        assert watcher.wait(0.2) is False  # seen: no second wake-up for it
+        publish(publisher, "a.b", at=time.time(), delay=3600)
+        assert watcher.wait(0.001) is True
+        assert watcher.wait(0.2) is False
+    finally:
+        watcher.close()
+        worker.close()
+        publisher.close()

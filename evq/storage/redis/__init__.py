@@ -4,22 +4,26 @@
 Every key of a queue starts with `{evq:P}:` (`{evq}:` without a prefix): one hash tag, so that
 a queue lives in one Cluster slot, and two queues can share a server. The keys:
 
-- `e:<event id>` (hash: name, payload, published_at, due_at until fanned out, dispatched_at,
-  key); `log` (the event ids, sorted by id, which sorts by publish time) and `n:<name>` (the
-  same, per name, with `names` listing the names); `keys` (idempotency key -> event id);
+- `inbox` (a stream: events due now, published and not yet moved into the log; see
+  `publishing`); `e:<event id>` (hash: name, payload, published_at, due_at until fanned
+  out, dispatched_at, key); `log` (the event ids, sorted by id, which sorts by publish time)
+  and `n:<name>` (the same, per name, with `names` listing the names); `keys` (idempotency
+  key -> event id);
   `undispatched` (events not fanned out yet, by publish order) and `delayed` (those among them
-  with a delay, by due time); `counters` (events published).
+  with a delay, by due time); `event_seq` (events moved into the log); `counters` (events
+  fanned out).
 - `d:<delivery id>` (hash: event_id, receiver, state, due_at, attempt, failures,
   attempt_base, lease_owner, times, last_error, traceback, replay); `ed:<event id>` (the
   event's delivery ids, in order); `h:<delivery id>` (attempt -> its history, JSON).
 - `due:pending`, `due:retrying`, `due:running` (unfinished deliveries by due time; a running
   one's score is its lease's expiry) and `dead` (dead letters by when they died): leases,
   status and `events --status` read these, never the finished deliveries.
-- `stats`, `stat_seconds`, `workers`, `workers_seen`, `meta`, and the channel `wake` that
-  every write of new work publishes to, for idle workers.
+- `stats`, `stat_seconds`, `workers`, `workers_seen`, `meta`, and the stream `wake` that
+  every other write of new work adds to: idle workers block reading it and the inbox.
 
-Every step that writes is one Lua script (`*.lua`, beside this file, loaded by name with
-`lib.lua` before it): a worker killed at any instant leaves each delivery either leased
+A publish of one event due now without a key is one XADD to the inbox; every other step
+that writes is one Lua script (`*.lua`, beside this file, loaded by name with `lib.lua`
+before it): a worker killed at any instant leaves each delivery either leased
 (taken back when its lease expires, by the server's clock) or in exactly one state.
 
 The package: `connection` (URL, client, scripts, errors, durability settings), `publishing`,
@@ -96,8 +100,8 @@ class RedisQueue:
     # Publishing
 
     def publish(self, events: Sequence[NewEvent], *, now: float | None = None) -> list[str]:
-        """Store `events` in one script: all or none. (`now` is not needed: the script moves
-        the events' times onto the server's clock when the two clocks differ.)"""
+        """Store `events`: one XADD, or one script, all or none (see `publishing`). (`now` is
+        not needed: the server moves the events' times onto its clock when the two differ.)"""
         if not events:
             return []
         if not self._checked:
@@ -169,7 +173,7 @@ class RedisQueue:
         return delivering.running_count(self._connection, owner_prefix)
 
     def watch(self) -> ChangeWatcher:
-        """A watcher subscribed to the queue's wake-up channel."""
+        """A watcher that blocks reading the queue's inbox and wake-up streams."""
         from evq.storage.redis.wakeup import ChangeWatcher
 
         return ChangeWatcher(self._connection)

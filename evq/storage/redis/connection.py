@@ -234,6 +234,15 @@ class Connection:
             with self.errors(doing):
                 raise exc
 
+    def append(self, stream: str, fields: list[str], *, doing: str) -> Any:
+        """XADD `fields` (name, value, ...) to the queue's stream `stream`: one command, no
+        script."""
+        try:
+            return self._execute("XADD", self.base + stream, "*", *fields)
+        except redis.RedisError as exc:
+            with self.errors(doing):
+                raise exc
+
     def call(self, doing: str, operation: Callable[[Any], Any]) -> Any:
         """Run `operation` on the client, with evq's errors."""
         with self.errors(doing):

@@ -4,11 +4,12 @@ A worker's step: `peek.lua` reads the names of the next events to fan out (and w
 due), the worker routes them here, in Python (`Routing.receivers_for`), and `lease.lua`
 records its outcomes, writes the deliveries of the events still not fanned out, and takes
 leases, in one atomic script. A lease that took work also reads the events to fan out next,
-so that while there is work a step is that one script: one round trip. A crash between the
-two loses nothing: the read wrote nothing, and an event another worker fanned out meanwhile
-is skipped by the script. Outcomes and events travel as JSON texts, and the lease answers in
-one: redis-py packs and parses each argument and value in Python, which cost more than the
-script.
+so that while there is work a step is that one script: one round trip. Both move the events
+they read from the inbox into the log first (`ingest`, atomic in the script). A crash between
+the two loses nothing: the read fanned nothing out, and an event another worker fanned out
+meanwhile is skipped by the script. Outcomes and events travel as JSON texts, and the lease
+answers in one: redis-py packs and parses each argument and value in Python, which cost more
+than the script.
 """
 
 from __future__ import annotations

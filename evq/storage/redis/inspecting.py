@@ -28,6 +28,7 @@ from evq.storage.contract import (
     StoredCounts,
     WorkerRecord,
 )
+from evq.storage.redis import publishing
 from evq.storage.redis.connection import Connection
 
 # As on SQLite: an id's time and `published_at` are two reads of the clock, so id ranges are
@@ -157,6 +158,7 @@ def events(
     now: float,
 ) -> list[EventRecord]:
     """The selected events, newest first, each with its delivery counts by state."""
+    publishing.ingest(connection)
     if state is not None and state != "done":
         ids = _with_state(connection, state, now)
         if selection.before is not None:
@@ -321,6 +323,7 @@ def records(connection: Connection, ids: Sequence[str], now: float) -> list[Even
 
 def event(connection: Connection, event_id: str, now: float) -> EventRecord | None:
     """One event with every delivery and its attempts, or None."""
+    publishing.ingest(connection)
     base = connection.base
 
     def read(client: Any) -> EventRecord | None:

@@ -225,6 +225,7 @@ end
 if taken > 0 and peek_limit > 0 then
     -- The worker comes back once these are done: the events it will route then, read now
     -- (a step fewer for it; one fanned out meanwhile by another worker is skipped then).
+    ingest(peek_limit)
     for _, id in ipairs(redis.call('ZRANGE', base .. 'undispatched', 0, peek_limit - 1)) do
         result[#result + 1] = id
         result[#result + 1] = redis.call('HGET', base .. 'e:' .. id, 'name') or ''

@@ -129,6 +129,32 @@ local function first_due(key, selected)
     return math.max(last, now + 1)
 end
 
+-- An entry of the inbox, a stream that a publish of one event due now writes with a single
+-- XADD (publishing.py), as the event it stands for: fields i (id), n (name), p (payload),
+-- t (published_at, the publisher's clock), and k (idempotency key, already recorded in
+-- `keys`), h (headers) and d (due_at, on the server's clock: written by publish.lua) when
+-- there are some. Without d, the event is due at t, or when its XADD ran (the entry's id, by
+-- the server's clock) if the publisher's clock is more than a second away from the server's.
+local function inbox_event(entry)
+    local f, values = {}, entry[2]
+    for j = 1, #values - 1, 2 do
+        f[values[j]] = values[j + 1]
+    end
+    local added = tonumber(string.match(entry[1], '^%d+')) / 1000
+    local published = f.t
+    local due = published
+    if not tonumber(published) then
+        published = fmt(added)
+        due = published
+    elseif tonumber(f.d) then
+        due = f.d
+    elseif math.abs(added - tonumber(published)) > 1 then
+        due = fmt(added)
+    end
+    return { id = f.i or '', name = f.n or '', payload = f.p or '', published_at = published,
+        due_at = due, key = f.k or '', headers = f.h or '' }
+end
+
 -- When the earliest delivery (to `selected` receivers, if given) is due; an event not fanned
 -- out yet is due since it was published. Returns '' if nothing is.
 local function next_due(selected)
@@ -137,6 +163,14 @@ local function next_due(selected)
         local first = first_due(base .. name, selected)
         if first and (best == nil or first < best) then
             best = first
+        end
+    end
+    -- An event still in the inbox is due (see `inbox_event`).
+    local entry = redis.call('XRANGE', base .. 'inbox', '-', '+', 'COUNT', 1)[1]
+    if entry then
+        local due = tonumber(inbox_event(entry).due_at)
+        if best == nil or due < best then
+            best = due
         end
     end
     local oldest = redis.call('ZRANGE', base .. 'undispatched', 0, 0)
@@ -152,8 +186,11 @@ local function next_due(selected)
     return fmt(best)
 end
 
+-- Tell idle workers there may be work: they block reading the `wake` stream (and the
+-- inbox, whose every publish wakes them by itself; see wakeup.py). One entry is kept: a
+-- worker reads past the last it saw.
 local function wake()
-    redis.call('PUBLISH', base .. 'wake', '')
+    redis.call('XADD', base .. 'wake', 'MAXLEN', '1', '*', 'w', '')
 end
 
 -- Run `command` on `key` with the arguments in `list`, a few thousand at a time (Lua's
@@ -185,4 +222,55 @@ local function new_deliveries(event_id, receivers, due, created, replay)
     redis.call('RPUSH', base .. 'ed:' .. event_id, unpack(ids))
     redis.call('ZADD', base .. 'due:pending', unpack(scored))
     return n
+end
+
+-- Store a new event in the log, with sequence number `seq` (the order of fan-out): its hash,
+-- the indexes by id and by name, `undispatched`, and `delayed` if it is not due yet. `key`
+-- and `headers` are '' for none; times are text.
+local function store_event(seq, id, name, payload, published_at, due_at, key, headers)
+    local fields = { 'name', name, 'payload', payload, 'published_at', published_at,
+        'due_at', due_at }
+    if key ~= '' then
+        fields[#fields + 1] = 'key'
+        fields[#fields + 1] = key
+    end
+    if headers ~= '' then
+        fields[#fields + 1] = 'headers'
+        fields[#fields + 1] = headers
+    end
+    redis.call('HSET', base .. 'e:' .. id, unpack(fields))
+    redis.call('ZADD', base .. 'log', 0, id)
+    redis.call('ZADD', base .. 'n:' .. name, 0, id)
+    redis.call('SADD', base .. 'names', name)
+    redis.call('ZADD', base .. 'undispatched', seq, id)
+    if tonumber(due_at) > tonumber(published_at) then
+        redis.call('ZADD', base .. 'delayed', due_at, id)
+    end
+end
+
+-- Move up to `limit` events from the inbox (see `inbox_event`) into the log, oldest first,
+-- and delete their entries. An entry without an id (not one evq wrote), or whose event is
+-- stored already (an XADD sent again after a broken connection), is dropped. Returns how
+-- many entries were taken.
+local function ingest(limit)
+    local entries = redis.call('XRANGE', base .. 'inbox', '-', '+', 'COUNT', limit)
+    if #entries == 0 then
+        return 0
+    end
+    local seq = tonumber(redis.call('GET', base .. 'event_seq') or '0')
+    local first_seq, taken = seq, {}
+    for k, entry in ipairs(entries) do
+        taken[k] = entry[1]
+        local e = inbox_event(entry)
+        if e.id ~= '' and redis.call('EXISTS', base .. 'e:' .. e.id) == 0 then
+            seq = seq + 1
+            store_event(seq, e.id, e.name, e.payload, e.published_at, e.due_at, e.key,
+                e.headers)
+        end
+    end
+    if seq > first_seq then
+        redis.call('SET', base .. 'event_seq', seq)
+    end
+    call_many('XDEL', base .. 'inbox', taken)
+    return #entries
 end

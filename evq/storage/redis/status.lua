@@ -8,10 +8,12 @@ local n = fmt(now)
 local function count(name, low, high)
     return redis.call('ZCOUNT', base .. name, low, high)
 end
+-- Events still in the inbox are published, not fanned out yet, and due (see `ingest`).
+local inbox = redis.call('XLEN', base .. 'inbox')
 local result = {
     n,
-    redis.call('GET', base .. 'event_seq') or '0',
-    redis.call('ZCARD', base .. 'undispatched'),
+    tonumber(redis.call('GET', base .. 'event_seq') or '0') + inbox,
+    redis.call('ZCARD', base .. 'undispatched') + inbox,
     count('delayed', '(' .. n, '+inf'),
     count('due:pending', '-inf', n),
     count('due:pending', '(' .. n, '+inf'),
