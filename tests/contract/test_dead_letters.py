@@ -8,7 +8,8 @@ import time
 import pytest
 
 from contract.steps import OWNER, finish, outcome, publish, routing_for, take
-from evq.storage.contract import Queue
+from evq.ids import new_event_ids
+from evq.storage.contract import NewEvent, Queue
 
 GARBAGE_IDS = ["abc", "99999999999999999999999", "", "-1", "1.5"]
 
@@ -138,6 +139,45 @@ def test_purge_deletes_dead_letters_and_their_history_for_good(queue: Queue) -> 
     assert kept is not None and [d.state for d in kept.deliveries] == ["dead"]
     assert {letters[0].event_id, letters[1].event_id} == {first, second}
     assert queue.status().dead == 1
+
+
+def test_redrive_and_purge_count_every_dead_letter_of_a_long_list(queue: Queue) -> None:
+    # More ids than one SQL statement takes at once: the count covers all of them.
+    at = time.time() - 600
+    queue.publish(
+        [
+            NewEvent(id=i, name="order.paid", payload="{}", published_at=at, due_at=at)
+            for i in new_event_ids(1200)
+        ],
+        now=at,
+    )
+    while leases := take(queue, now=at):  # a lease fans out a few hundred events at most
+        finish(queue, leases, "dead", at=at + 1)
+    ids = [letter.id for letter in queue.dead_letters()]
+    assert len(ids) == 1200
+
+    assert queue.redrive(ids) == 1200
+    again = time.time()  # redriven: due now
+    while leases := take(queue, now=again):
+        finish(queue, leases, "dead", at=again)
+    assert queue.purge(ids) == 1200
+    assert queue.dead_letters() == []
+
+
+def test_a_delivery_made_after_a_purge_has_no_history_but_its_own(queue: Queue) -> None:
+    at = time.time() - 600
+    publish(queue, "order.paid", at=at)
+    (lease,) = take(queue, now=at)
+    queue.record([outcome(lease, "retry", at=at + 1, retry_at=at + 2)], owner=OWNER, now=at)
+    finish(queue, take(queue, now=at + 2), "dead", at=at + 3)
+    assert queue.purge([letter.id for letter in queue.dead_letters()]) == 1
+
+    event_id = publish(queue, "order.created", at=at + 10)
+    take(queue, now=at + 10)
+
+    record = queue.event(event_id)
+    assert record is not None
+    assert [(d.state, d.history) for d in record.deliveries] == [("running", ())]
 
 
 def test_ids_that_name_no_dead_letter_are_simply_not_found(queue: Queue) -> None:

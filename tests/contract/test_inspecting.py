@@ -96,6 +96,22 @@ def test_finished_per_minute_counts_the_deliveries_of_each_minute_of_the_last_ho
     assert queue.finished_per_minute(minutes=60, now=at + 7200) == []
 
 
+def test_finished_per_minute_starts_at_the_whole_minute_not_minutes_before_now(
+    queue: Queue,
+) -> None:
+    # Now is half a minute into its minute; the first minute asked for begins 30 s before
+    # now minus ten minutes, and a delivery finished in those 30 s is counted in it.
+    minute = (int(time.time()) // 60 - 30) * 60
+    at = minute + 30.0
+    publish(queue, "order.created", at=minute - 600)
+    finish(queue, take(queue, now=minute - 600), "done", at=minute - 600 + 5)
+
+    minutes = queue.finished_per_minute(minutes=10, now=at)
+
+    assert minutes == [MinuteCount(float(minute - 600), 1, 0)]
+    assert queue.finished_per_minute(minutes=9, now=at) == []
+
+
 def test_oldest_due_at_is_none_when_nothing_waits(queue: Queue) -> None:
     at = time.time() - 600
     assert queue.status(now=at).oldest_due_at is None
@@ -106,6 +122,18 @@ def test_oldest_due_at_is_none_when_nothing_waits(queue: Queue) -> None:
     # An event not fanned out yet has waited since it was published.
     publish(queue, "order.created", at=at + 2)
     assert queue.status(now=at + 5).oldest_due_at == pytest.approx(at + 2, abs=1e-3)
+
+
+def test_a_delivery_due_exactly_now_is_waiting_since_now(queue: Queue) -> None:
+    # Due at `now` is due (pending, not scheduled): it is also the oldest wait, of none yet.
+    at = float(int(time.time()) - 600)
+    publish(queue, "report.due", at=at - 60, delay=60)
+    take(queue, now=at - 60, limit=0)  # fanned out at once: a delivery due at `at`
+
+    status = queue.status(now=at)
+
+    assert (status.pending, status.scheduled) == (1, 0)
+    assert status.oldest_due_at == at
 
 
 def test_published_counts_every_event_before_and_after_dispatch_and_prune(queue: Queue) -> None:
@@ -202,6 +230,65 @@ def test_events_with_a_status_are_those_with_a_delivery_in_that_state(queue: Que
     }
     for status, event_id in expected.items():
         assert [event.id for event in queue.events(status=status, now=at)] == [event_id], status
+
+
+def test_an_event_fanned_out_before_its_delay_ended_is_listed_as_scheduled(queue: Queue) -> None:
+    at = time.time() - 600
+    event_id = publish(queue, "report.due", at=at, delay=3600)
+    take(queue, now=at)  # fanned out at once; its delivery waits for the delay
+
+    (listed,) = queue.events(now=at + 1)
+    record = queue.event(event_id, now=at + 1)
+
+    assert record is not None and listed.dispatched_at is not None
+    for found in (listed, record):
+        assert found.status == "scheduled"
+        assert found.counts == {**rules.zero_counts(), "scheduled": 1}
+    assert [event.id for event in queue.events(status="scheduled", now=at + 1)] == [event_id]
+    assert queue.events(status="pending", now=at + 1) == []
+
+
+def test_an_events_counts_add_up_its_deliveries_in_the_same_state(queue: Queue) -> None:
+    # Two retrying deliveries, one due again already and one later, and two done: each count
+    # adds up every delivery in its state, in the log and in the event alone.
+    at = float(int(time.time()) - 600)
+    event_id = publish(queue, "order.created", at=at)
+    routing = routing_for("shop:bill", "shop:ship", "shop:mail", "shop:audit")
+    leases = sorted(take(queue, now=at, routing=routing), key=lambda lease: lease.receiver)
+    audit, bill, mail, ship = leases
+    queue.record(
+        [
+            outcome(bill, "retry", at=at + 1, retry_at=at + 5),
+            outcome(ship, "retry", at=at + 1, retry_at=at + 500),
+            outcome(mail, "done", at=at + 1),
+            outcome(audit, "done", at=at + 1),
+        ],
+        owner=OWNER,
+        now=at + 1,
+    )
+    expected = {**rules.zero_counts(), "retrying": 2, "done": 2}
+
+    (listed,) = queue.events(now=at + 10)
+    record = queue.event(event_id, now=at + 10)
+
+    assert listed.counts == expected
+    assert record is not None and record.counts == expected
+    assert (listed.status, record.status) == ("retrying", "retrying")
+
+
+def test_a_pattern_matches_capitals_and_hyphens_in_names_literally(queue: Queue) -> None:
+    at = time.time() - 60
+    upper = publish(queue, "Shop-EU.order.created", at=at)
+    lower = publish(queue, "shop-eu.order.created", at=at + 1)
+    other = publish(queue, "Shop-US.order.created", at=at + 2)
+
+    def ids(pattern: str) -> list[str]:
+        return [event.id for event in queue.events(EventSelection(name=pattern), limit=None)]
+
+    assert ids("Shop-EU.**") == [upper]
+    assert ids("shop-eu.*.created") == [lower]
+    assert ids("*.order.created") == [other, lower, upper]
+    assert ids("Shop-*.**") == []
 
 
 def test_events_are_selected_by_name_pattern_time_range_and_limit(queue: Queue) -> None:

@@ -44,6 +44,16 @@ def test_prune_deletes_only_old_events_whose_deliveries_are_all_done(queue: Queu
     assert queue.publish([prepare("order.created", payload={}, key="order-1")]) != [keyed]
 
 
+def test_prune_takes_an_event_published_a_moment_before_the_cutoff(queue: Queue) -> None:
+    at = float(int(time.time() - DAY))
+    event_id = publish(queue, "order.created", at=at)
+    finish(queue, take(queue, now=at), "done", at=at + 0.1)
+
+    assert rules.prune(queue, at) == 0  # published at the cutoff: not before it
+    assert rules.prune(queue, at + 0.5) == 1
+    assert queue.event(event_id) is None
+
+
 def test_prune_keeps_an_event_until_its_last_delivery_is_done(queue: Queue) -> None:
     at = time.time() - 10 * DAY
     event_id = publish(queue, "order.created", at=at)
