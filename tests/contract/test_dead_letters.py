@@ -209,3 +209,29 @@ def test_an_id_is_found_only_as_it_was_given_out(queue: Queue) -> None:
         assert queue.redrive([other]) == 0, other
         assert queue.purge([other]) == 0, other
     assert queue.dead_letters() == [letter]
+
+
+def test_a_purged_id_never_names_a_later_delivery_nor_takes_a_stale_outcome(
+    queue: Queue,
+) -> None:
+    # The newest delivery purged: a delivery made after it gets an id of its own, so the
+    # late outcome of a worker whose lease on the purged one expired (attempt 1, as the new
+    # delivery's first) cannot land on it.
+    at = time.time() - 600
+    publish(queue, "order.paid", at=at)
+    (stale,) = take(queue, now=at, owner="w1")
+    (again,) = take(queue, now=at + 31, owner="w2")  # the 30 s lease expired
+    finish(queue, [again], "dead", at=at + 32, owner="w2")
+    (letter,) = queue.dead_letters()
+    assert queue.purge([letter.id]) == 1
+
+    event_id = publish(queue, "order.created", at=at + 40)
+    (fresh,) = take(queue, now=at + 40, owner="w3")
+    assert fresh.attempt == stale.attempt == 1
+    assert fresh.delivery_id != stale.delivery_id
+    queue.record([outcome(stale, "done", at=at + 41)], owner="w1", now=at + 41)
+
+    record = queue.event(event_id)
+    assert record is not None
+    assert [(d.state, d.worker, d.history) for d in record.deliveries] == [("running", "w3", ())]
+    assert queue.dead_letters(ids=[letter.id]) == []

@@ -157,3 +157,56 @@ def test_a_read_only_queue_file_of_schema_2_can_still_be_inspected(queue_path: P
 
     assert conn.execute("SELECT id, headers FROM evq_event").fetchall() == [("old1", None)]
     assert rows(queue_path, "PRAGMA user_version") == [(2,)]
+
+
+def make_schema_3_file(queue_path: Path) -> None:
+    """A queue file as evq wrote it before delivery ids were never given again (schema 3),
+    holding three events fanned out to one receiver, one delivery done."""
+    queue = SqliteQueue(str(queue_path))
+    evq.publish_many([{"name": "a.b", "payload": {"n": n}} for n in range(3)])
+    leases = sorted(take(queue, now=time.time()), key=lambda lease: lease.delivery_id)
+    finish(queue, leases[:1], "done", at=time.time())
+    queue.close()
+    from evq.storage.sqlite.schema import _sql, _statement
+
+    create = _statement(_sql("schema.sql"), "CREATE TABLE IF NOT EXISTS evq_delivery ")
+    conn = sqlite3.connect(queue_path, isolation_level=None)
+    conn.executescript(
+        "ALTER TABLE evq_delivery RENAME TO newer;"
+        f" {create.replace(' AUTOINCREMENT', '')};"
+        " INSERT INTO evq_delivery SELECT * FROM newer; DROP TABLE newer;"
+        " CREATE INDEX evq_delivery_due ON evq_delivery (due_at) WHERE due_at IS NOT NULL;"
+        " DELETE FROM sqlite_sequence; PRAGMA user_version = 3;"
+    )
+    conn.close()
+
+
+def test_a_queue_file_of_schema_3_keeps_its_deliveries_and_never_gives_an_id_again(
+    queue_path: Path,
+) -> None:
+    make_schema_3_file(queue_path)
+    before = rows(queue_path, "SELECT id, event_seq, state, attempt FROM evq_delivery ORDER BY id")
+    assert [state for _, _, state, _ in before] == ["done", "running", "running"]
+
+    queue = SqliteQueue(str(queue_path))
+    queue.publish([])  # opens the file for writing: the upgrade
+
+    assert rows(queue_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert rows(
+        queue_path, "SELECT id, event_seq, state, attempt FROM evq_delivery ORDER BY id"
+    ) == (before)
+    ((create,),) = rows(queue_path, "SELECT sql FROM sqlite_master WHERE name = 'evq_delivery'")
+    assert "AUTOINCREMENT" in create
+    assert rows(
+        queue_path,
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'evq_delivery'"
+        " ORDER BY name",
+    ) == [("evq_delivery_dead",), ("evq_delivery_due",), ("evq_delivery_event",)]
+    # The newest delivery gone: the next one still gets an id after it.
+    newest = before[-1][0]
+    with contextlib.closing(sqlite3.connect(queue_path, isolation_level=None)) as conn:
+        conn.execute("DELETE FROM evq_delivery WHERE id = ?", (newest,))
+    evq.publish("a.b", payload={"n": 3})
+    (lease,) = [lease for lease in take(queue, now=time.time()) if lease.payload == '{"n":3}']
+    assert int(lease.delivery_id) == newest + 1
+    queue.close()

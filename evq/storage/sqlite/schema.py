@@ -10,7 +10,7 @@ import os
 import re
 import sqlite3
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # The counter rows the delivery code keeps in `evq_counter`.
 SET_CURSOR = (
@@ -35,6 +35,8 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
         _upgrade_1_to_2(conn)
     if 1 <= version <= 2:
         _upgrade_2_to_3(conn)
+    if 1 <= version <= 3:
+        _upgrade_3_to_4(conn)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
@@ -43,6 +45,8 @@ def drop_schema(conn: sqlite3.Connection) -> None:
     transaction of `conn`: what `manage.py migrate evq zero` does."""
     for table in reversed(_tables()):
         conn.execute(f"DROP TABLE IF EXISTS {table}")
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone():
+        conn.execute("DELETE FROM sqlite_sequence WHERE name LIKE 'evq\\_%' ESCAPE '\\'")
     conn.execute("PRAGMA user_version=0")
 
 
@@ -71,6 +75,32 @@ def _upgrade_1_to_2(conn: sqlite3.Connection) -> None:
 def _upgrade_2_to_3(conn: sqlite3.Connection) -> None:
     # Event headers. A column added with no default rewrites no row: instant on any file.
     conn.execute("ALTER TABLE evq_event ADD COLUMN headers TEXT")
+
+
+def _upgrade_3_to_4(conn: sqlite3.Connection) -> None:
+    # Delivery ids are never given again (AUTOINCREMENT): SQLite numbers a new row from the
+    # highest one left, so after the newest delivery was purged or pruned the next one got
+    # its id, and a worker's late outcome for it (fenced by id and attempt) could land on
+    # the new delivery. SQLite cannot add AUTOINCREMENT to a table: it is made again, with
+    # its rows, then its indexes (they went with the old table).
+    schema = _sql("schema.sql")
+    conn.execute("ALTER TABLE evq_delivery RENAME TO evq_delivery_before_4")
+    conn.execute(_statement(schema, "CREATE TABLE IF NOT EXISTS evq_delivery "))
+    columns = ", ".join(
+        row[1] for row in conn.execute("PRAGMA table_info(evq_delivery_before_4)").fetchall()
+    )
+    conn.execute(
+        f"INSERT INTO evq_delivery ({columns}) SELECT {columns} FROM evq_delivery_before_4"
+    )
+    conn.execute("DROP TABLE evq_delivery_before_4")
+    for statement in schema.split(";"):
+        if re.search(r"CREATE (UNIQUE )?INDEX IF NOT EXISTS \w+ ON evq_delivery ", statement):
+            conn.execute(statement)
+
+
+def _statement(sql: str, start: str) -> str:
+    """The statement of `sql` that begins with `start`."""
+    return start + sql.split(start, 1)[1].split(";", 1)[0]
 
 
 def read_older(conn: sqlite3.Connection, version: int) -> None:

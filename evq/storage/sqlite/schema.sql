@@ -1,4 +1,4 @@
--- evq's tables in a SQLite queue file (schema version 3). See evq/storage/sqlite/__init__.py.
+-- evq's tables in a SQLite queue file (schema version 4). See evq/storage/sqlite/__init__.py.
 CREATE TABLE IF NOT EXISTS evq_event (
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
@@ -11,8 +11,10 @@ CREATE TABLE IF NOT EXISTS evq_event (
     headers TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS evq_event_key ON evq_event (key) WHERE key IS NOT NULL;
+-- AUTOINCREMENT: an id is never given again, even after the newest delivery is purged or
+-- pruned, so that an outcome fenced by (id, attempt) cannot land on a later delivery.
 CREATE TABLE IF NOT EXISTS evq_delivery (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     event_seq INTEGER NOT NULL,
     receiver TEXT NOT NULL,
     state TEXT NOT NULL,
