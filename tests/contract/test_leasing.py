@@ -62,6 +62,8 @@ def test_an_event_is_fanned_out_to_each_subscribed_receiver_once(queue: Queue) -
     assert sorted(d.receiver for d in record.deliveries) == ["shop:bill", "shop:ship"]
     assert record.due_at is None
     assert record.dispatched_at == pytest.approx(at + 1, abs=1e-3)
+    running = queue.event(event_id, now=at + 2)
+    assert running is not None and running.counts["running"] == 2  # one per receiver
 
 
 def test_an_event_no_one_subscribes_to_is_dispatched_to_no_delivery(queue: Queue) -> None:
@@ -122,8 +124,12 @@ def test_outcomes_given_to_lease_are_recorded_before_it_takes_more(queue: Queue)
     )
 
     assert [taken.event_id for taken in batch.leases] == [second]
+    assert batch.next_due is None  # it took a lease: the worker looks again at once
     assert delivery_state(queue, first, at + 3) == "done"
-    assert history(queue, first) == [(1, "done")]
+    record = queue.event(first)
+    assert record is not None
+    (delivery,) = record.deliveries
+    assert [(a.attempt, a.outcome, a.worker) for a in delivery.history] == [(1, "done", OWNER)]
 
 
 def test_a_lease_expires_and_another_worker_takes_the_delivery_again(queue: Queue) -> None:
@@ -380,6 +386,31 @@ def test_a_stale_outcome_of_each_kind_leaves_the_current_attempt_untouched(
     assert history(queue, event_id) == [(1, "lost"), (2, "done")]
 
 
+def test_the_outcomes_after_a_stale_one_or_a_release_in_one_batch_are_recorded(
+    queue: Queue,
+) -> None:
+    at = time.time() - 600
+    event_id, stale, _current = _taken_over(queue, at)
+    released_id = publish(queue, "order.created", at=at + 21)
+    done_id = publish(queue, "order.created", at=at + 22)
+    leases = {lease.event_id: lease for lease in take(queue, now=at + 23, owner="w2")}
+    assert set(leases) == {released_id, done_id}
+
+    queue.record(
+        [
+            outcome(stale, "done", at=at + 24),  # fenced off: w2 holds the delivery now
+            outcome(leases[released_id], "release", at=at + 24),
+            outcome(leases[done_id], "done", at=at + 24),
+        ],
+        owner="w2",
+        now=at + 24,
+    )
+
+    assert delivery_state(queue, event_id, at + 25) == "running"
+    assert delivery_state(queue, released_id, at + 25) == "pending"
+    assert delivery_state(queue, done_id, at + 25) == "done"
+
+
 def test_a_stale_renewal_returns_0_and_leaves_the_current_lease_as_it_was(queue: Queue) -> None:
     at = time.time() - 600
     event_id, stale, current = _taken_over(queue, at)
@@ -395,6 +426,19 @@ def test_a_stale_renewal_returns_0_and_leaves_the_current_lease_as_it_was(queue:
     assert take(queue, now=at + 99, owner="w3") == []
     (third,) = take(queue, now=at + 101, owner="w3")
     assert third.attempt == 3
+
+
+def test_a_renewal_counts_every_lease_it_extends(queue: Queue) -> None:
+    at = time.time() - 600
+    for n in range(3):
+        publish(queue, "order.created", at=at + n)
+    leases = take(queue, now=at + 3, routing=routing_for(lease_seconds=10))
+    assert len(leases) == 3
+
+    assert queue.renew([(lease, at + 100) for lease in leases], now=at + 4) == 3
+
+    assert take(queue, now=at + 50) == []  # all three still held
+    assert queue.next_due() == pytest.approx(at + 100, abs=1e-3)
 
 
 # Outcomes
@@ -525,6 +569,16 @@ def test_next_due_is_on_the_callers_clock_when_it_differs_from_the_servers(
     assert batch.next_due is not None and 17 < batch.next_due - time.time() < 21
     due = queue.next_due()
     assert due is not None and 17 < due - time.time() < 21
+
+
+def test_without_now_a_lease_reads_the_queues_own_clock(queue: Queue) -> None:
+    # As a worker calls it: no `now`, so the queue's clock says what is due.
+    (event_id,) = queue.publish([prepare("order.created", payload={})])
+
+    batch = queue.lease(routing_for(), owner=OWNER, limit=10)
+
+    assert [lease.event_id for lease in batch.leases] == [event_id]
+    assert queue.lease(routing_for(), owner=OWNER, limit=10).leases == []  # running now
 
 
 def test_running_count_counts_the_unexpired_leases_of_owners_with_a_prefix(queue: Queue) -> None:

@@ -63,14 +63,16 @@ def test_a_key_repeated_within_one_publish_is_stored_once(queue: Queue) -> None:
         prepare("order.paid", payload={"n": 1}, key="k1", now=at),
         prepare("order.paid", payload={"n": 2}, now=at),
         prepare("order.paid", payload={"n": 3}, key="k1", now=at),
+        prepare("order.paid", payload={"n": 4}, now=at),  # after the repeat: still stored
     ]
 
     ids = queue.publish(events, now=at)
 
-    assert ids == [events[0].id, events[1].id, events[0].id]
-    assert sorted(record.id for record in queue.events(limit=None)) == sorted(ids[:2])
+    assert ids == [events[0].id, events[1].id, events[0].id, events[3].id]
+    stored = [events[0].id, events[1].id, events[3].id]
+    assert sorted(record.id for record in queue.events(limit=None)) == sorted(stored)
     # Delivered once as well.
-    assert sorted(lease.event_id for lease in take(queue, now=at)) == sorted(ids[:2])
+    assert sorted(lease.event_id for lease in take(queue, now=at)) == sorted(stored)
 
 
 def test_a_delayed_event_is_scheduled_and_not_leased_before_it_is_due(queue: Queue) -> None:
@@ -118,6 +120,24 @@ def test_an_event_not_fanned_out_yet_is_pending_from_its_due_time_and_scheduled_
     assert status(delayed, at + 60) == "pending"
     assert sorted(listed("pending", at + 60)) == sorted([delayed, now_due])
     assert listed("scheduled", at + 60) == []
+
+
+def test_status_counts_an_event_not_fanned_out_yet_as_delayed_only_before_its_due_time(
+    queue: Queue,
+) -> None:
+    at = float(int(time.time()) - 7200)  # whole seconds: every backend stores them exactly
+    publish(queue, "report.now", at=at)
+    publish(queue, "report.later", at=at, delay=60)
+
+    def counts(now: float) -> tuple[int, int, float | None]:
+        status = queue.status(now=now)
+        return status.awaiting_dispatch, status.delayed, status.oldest_due_at
+
+    # Both wait for a worker since they were published, at exactly now; one is delayed.
+    assert counts(at) == (2, 1, at)
+    assert counts(at + 59) == (2, 1, at)
+    # Due at exactly now: no longer delayed.
+    assert counts(at + 60) == (2, 0, at)
 
 
 # Keys are compared exactly, byte for byte of their UTF-8: no case folding, no Unicode

@@ -83,6 +83,22 @@ def test_a_selective_worker_sees_when_its_own_next_delivery_is_due(queue: Queue)
     assert due is not None and abs(due - retry_at) < 1
 
 
+def test_a_selective_worker_is_not_told_of_others_deliveries_due_before_its_own(
+    queue: Queue,
+) -> None:
+    at = time.time() - 600
+    publish(queue, "user.seen", at=at, delay=10)  # to AUDIT only: due at at + 10
+    publish(queue, "order.paid", at=at, delay=100)  # to all three: due at at + 100
+
+    fanned = queue.lease(selecting(BILL), owner="w1", limit=100, now=at)
+    assert fanned.leases == []
+    assert fanned.next_due is not None and abs(fanned.next_due - (at + 100)) < 1
+    # Looking again before anything is due: still its own delivery's time, not AUDIT's.
+    again = queue.lease(selecting(BILL), owner="w1", limit=100, now=at + 1)
+    assert again.leases == []
+    assert again.next_due is not None and abs(again.next_due - (at + 100)) < 1
+
+
 def test_many_due_deliveries_of_others_do_not_hide_a_selected_one(queue: Queue) -> None:
     at = time.time() - 600
     ship_only = Routing(subscriptions=(("**", SHIP),), lease_seconds={SHIP: 30.0})

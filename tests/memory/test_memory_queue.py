@@ -1,0 +1,28 @@
+"""A `memory://NAME` queue: every handle on one name in this process is the same queue, and it
+says which one it is."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from evq.storage import open_queue
+from evq.storage.memory import drop
+
+URL = "memory://orders-of-test-memory-queue"
+
+
+@pytest.fixture(autouse=True)
+def _dropped() -> Iterator[None]:
+    yield
+    drop(URL)
+
+
+def test_a_queue_names_itself_by_its_name_in_this_process() -> None:
+    queue = open_queue(URL)
+    assert queue.location == URL
+    assert queue.source == "evq+" + URL
+    # The scheme in another case opens the same queue, which still names itself the same.
+    assert open_queue("MEMORY://orders-of-test-memory-queue").location == URL
+    assert open_queue("memory://").location == "memory://"
