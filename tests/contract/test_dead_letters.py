@@ -235,3 +235,31 @@ def test_a_purged_id_never_names_a_later_delivery_nor_takes_a_stale_outcome(
     assert record is not None
     assert [(d.state, d.worker, d.history) for d in record.deliveries] == [("running", "w3", ())]
     assert queue.dead_letters(ids=[letter.id]) == []
+
+
+def test_dead_letters_are_listed_by_when_they_died_not_by_id(queue: Queue) -> None:
+    at = time.time() - 600
+    for n in range(2):
+        publish(queue, "order.paid", at=at + n)
+    first, second = take(queue, now=at + 3)
+    queue.record([outcome(second, "dead", at=at + 10)], owner=OWNER, now=at)
+    queue.record([outcome(first, "dead", at=at + 20)], owner=OWNER, now=at)
+
+    assert [letter.id for letter in queue.dead_letters()] == [
+        first.delivery_id,
+        second.delivery_id,
+    ]
+
+
+def test_a_redriven_delivery_is_no_longer_finished_nor_anyones(queue: Queue) -> None:
+    at = time.time() - 600
+    event_id = publish(queue, "order.paid", at=at)
+    (lease,) = take(queue, now=at, owner="w1")
+    queue.record([outcome(lease, "dead", at=at + 1)], owner="w1", now=at)
+
+    assert queue.redrive([lease.delivery_id]) == 1
+
+    record = queue.event(event_id)
+    assert record is not None
+    (delivery,) = record.deliveries
+    assert (delivery.state, delivery.finished_at, delivery.worker) == ("pending", None, None)

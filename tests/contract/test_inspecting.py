@@ -406,3 +406,69 @@ def test_one_event_comes_with_every_delivery_and_its_history(queue: Queue) -> No
 def test_an_unknown_event_is_none(queue: Queue) -> None:
     publish(queue, "order.created", at=time.time())
     assert queue.event("01NOSUCHEVENT0000000000000") is None
+
+
+def test_status_lists_workers_in_the_order_they_started_each_with_its_latest_heartbeat(
+    queue: Queue,
+) -> None:
+    started = time.time() - 60
+    queue.worker_seen("w-a", hostname="host-a", pid=1, started_at=started + 1, info='{"n": 1}')
+    queue.worker_seen("w-b", hostname="host-b", pid=2, started_at=started, info='{"n": 2}')
+    (first,) = [w for w in queue.status().workers if w.id == "w-a"]
+    time.sleep(0.01)  # so that the clock has moved on for the next heartbeat
+    queue.worker_seen("w-a", hostname="host-a", pid=1, started_at=started + 1, info='{"n": 3}')
+
+    workers = queue.status().workers
+    # Started first, listed first, whatever their ids.
+    assert [(w.id, w.info) for w in workers] == [("w-b", '{"n": 2}'), ("w-a", '{"n": 3}')]
+    assert workers[1].seen_at > first.seen_at  # the later heartbeat moved it on
+
+
+def test_a_worker_that_was_never_seen_or_is_gone_can_stop(queue: Queue) -> None:
+    queue.worker_stopped("never-seen")
+    queue.worker_seen("w1", hostname="h", pid=1, started_at=time.time(), info="{}")
+    queue.worker_stopped("w1")
+    queue.worker_stopped("w1")  # twice: already forgotten
+    assert queue.status().workers == []
+
+
+def test_finished_per_minute_counts_every_second_of_the_window_and_adds_them_up(
+    queue: Queue,
+) -> None:
+    base = float((int(time.time()) // 60 - 100) * 60)  # a whole minute, 100 minutes ago
+    for n in range(7):
+        publish(queue, "order.created", at=base - 10 + n / 100)
+    leases = take(queue, now=base - 5)
+    finished = [
+        (base - 1, "done"),  # the second before the window
+        (base, "done"),  # its first second
+        (base + 5, "done"),
+        (base + 10.5, "retry"),
+        (base + 20, "dead"),
+        (base + 30, "done"),
+        (base + 90, "done"),  # the second of `now`
+    ]
+    queue.record(
+        [
+            outcome(lease, kind, at=when, retry_at=base + 3600 if kind == "retry" else None)
+            for lease, (when, kind) in zip(leases, finished, strict=True)
+        ],
+        owner=OWNER,
+        now=base + 90,
+    )
+
+    # At 30 s into the minute after `base`: that minute and the one before it.
+    assert queue.finished_per_minute(minutes=1, now=base + 90.5) == [
+        MinuteCount(base, 3, 2),
+        MinuteCount(base + 60, 1, 0),
+    ]
+    # The last minute of status is the 60 whole seconds before now's, the first included.
+    status = queue.status(now=base + 60)
+    assert (status.delivered_last_minute, status.failed_last_minute) == (3, 2)
+
+
+def test_finished_per_minute_without_now_reads_the_clock(queue: Queue) -> None:
+    now = time.time()
+    publish(queue, "order.created", at=now - 2)
+    finish(queue, take(queue, now=now - 2), "done", at=now - 1)
+    assert [m.delivered for m in queue.finished_per_minute(minutes=1)] == [1]
