@@ -263,3 +263,45 @@ def test_a_redriven_delivery_is_no_longer_finished_nor_anyones(queue: Queue) -> 
     assert record is not None
     (delivery,) = record.deliveries
     assert (delivery.state, delivery.finished_at, delivery.worker) == ("pending", None, None)
+
+
+def test_dead_letters_chosen_by_id_are_filtered_by_age_too(queue: Queue) -> None:
+    at = float(int(time.time()) - 600)  # whole seconds: every backend stores them exactly
+    for n in range(3):
+        publish(queue, "order.paid", at=at + n)
+    leases = take(queue, now=at + 3)
+    for n, lease in enumerate(leases):
+        finish(queue, [lease], "dead", at=at + 10 + n)
+    newest, middle, oldest = [letter.id for letter in queue.dead_letters()]
+
+    # Given newest first: the age filter skips the newest and goes on to the older ones; a
+    # letter that died at the cutoff itself is not older than it.
+    chosen = [newest, middle, oldest]
+    assert [letter.id for letter in queue.dead_letters(ids=chosen, older_than=at + 11)] == [oldest]
+    assert [letter.id for letter in queue.dead_letters(ids=chosen, older_than=at + 12)] == [
+        middle,
+        oldest,
+    ]
+
+
+def test_a_limit_on_dead_letters_chosen_by_id_keeps_the_newest_of_all_of_them(
+    queue: Queue,
+) -> None:
+    at = time.time() - 600
+    queue.publish(
+        [
+            NewEvent(id=i, name="order.paid", payload="{}", published_at=at, due_at=at)
+            for i in new_event_ids(600)
+        ],
+        now=at,
+    )
+    while leases := take(queue, now=at):
+        finish(queue, leases, "dead", at=at + 1)
+    letters = queue.dead_letters()
+    assert len(letters) == 600
+    last = letters[-1]
+    queue.redrive([last.id])  # it dies again a second after all the others: the newest
+    finish(queue, take(queue, now=time.time()), "dead", at=at + 2)
+    ids = [letter.id for letter in letters if letter.id != last.id] + [last.id]
+
+    assert [letter.id for letter in queue.dead_letters(ids=ids, limit=1)] == [last.id]

@@ -128,3 +128,15 @@ def test_a_dry_run_of_prune_changes_nothing_not_even_old_statistics(queue: Queue
     assert rules.prune(queue, time.time() - 7 * DAY, dry_run=True, now=time.time()) == 0
 
     assert queue.finished_per_minute(minutes=5, now=at + 60) == before
+
+
+def test_prune_keeps_an_event_published_exactly_at_the_cutoff(queue: Queue) -> None:
+    at = float(int(time.time()) - 10 * DAY)  # whole seconds: every backend stores them exactly
+    old = publish(queue, "order.created", at=at - 1)
+    edge = publish(queue, "order.created", at=at)
+    finish(queue, take(queue, now=at), "done", at=at + 1)
+
+    assert rules.prune(queue, at) == 1
+
+    assert queue.event(old) is None
+    assert queue.event(edge) is not None

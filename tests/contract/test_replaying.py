@@ -155,3 +155,14 @@ def test_a_replay_walks_past_more_than_a_page_of_events_not_dispatched_yet(queue
     assert rules.replay(queue, EventSelection(since=0), dry_run=True) == 1
     assert rules.replay(queue, EventSelection(since=0)) == 1
     assert receivers(queue, last) == [(RECEIVER, "done", False), (RECEIVER, "pending", True)]
+
+
+def test_a_replayed_delivery_is_created_when_the_replay_ran(queue: Queue) -> None:
+    at = float(int(time.time()) - 3600)
+    event_id = publish(queue, "order.created", at=at)
+    finish(queue, take(queue, now=at), "done", at=at + 1)
+
+    assert rules.replay(queue, EventSelection(name="order.created"), now=at + 100) == 1
+
+    (replayed,) = [d for d in deliveries(queue, event_id) if d.replay]
+    assert abs(replayed.created_at - (at + 100)) < 1e-3
