@@ -120,3 +120,23 @@ def test_an_event_whose_hash_was_lost_is_neither_pruned_nor_counted_by_a_dry_run
     assert rules.prune(queue, time.time(), dry_run=True) == 0
     assert rules.prune(queue, time.time()) == 0
     queue.close()
+
+
+def test_a_replay_skips_a_delivery_whose_hash_is_gone_instead_of_replaying_to_nobody(
+    redis_url: str,
+) -> None:
+    # A dead letter purged between replay's reads (or a hash evicted) leaves its id in the
+    # event's list of deliveries: there is no receiver to replay to, as on the SQL backends.
+    queue = open_queue(redis_url)
+    try:
+        at = time.time() - DAY
+        event_id = publish(queue, "order.created", at=at)
+        (lease,) = take(queue, now=at)
+        finish(queue, [lease], "done", at=at + 1)
+        client_of(redis_url).delete(parse_url(redis_url).base + "d:" + lease.delivery_id)
+
+        assert rules.replay(queue, EventSelection(name="order.created"), now=time.time()) == 0
+        record = queue.event(event_id)
+        assert record is not None and record.deliveries == ()
+    finally:
+        queue.close()
