@@ -3,10 +3,13 @@ with backoff, and a clear end when it must give up.
 
 A fault that can pass (a full disk, a file locked for minutes, a server restarting) is logged
 once when it starts and once when the queue works again, and retried with exponential backoff
-meanwhile, however many threads hit it. A damaged queue (`QueueUnusable`) cannot mend itself:
-the worker stops at once, as does a `--burst` worker whose outage outlasts its patience. The
-reason travels to the process that started the worker, even from a forked process worker, so
-that `evq worker` ends with one line and exit code 1.
+meanwhile, however many threads hit it. The queue works again once writes have kept working
+for `STEADY_SECONDS`: on a nearly full disk small writes get through between failures, and
+each of those is not the end of an outage (nor the next failure the start of another). A
+damaged queue (`QueueUnusable`) cannot mend itself: the worker stops at once, as does a
+`--burst` worker whose outage outlasts its patience. The reason travels to the process that
+started the worker, even from a forked process worker, so that `evq worker` ends with one
+line and exit code 1.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ MAX_BACKOFF_SECONDS = 5.0
 # A --burst worker gives up once an outage has lasted this long: it is run by cron or CI, where
 # waiting for an operator helps nobody.
 BURST_PATIENCE_SECONDS = 10.0
+# How long writes must keep working after an outage before it is over.
+STEADY_SECONDS = 1.0
 _REASON_BYTES = 1000
 
 
@@ -39,6 +44,8 @@ class Outage:
         self._lock = multiprocessing.Lock()
         self._since: Any = multiprocessing.Value("d", 0.0, lock=False)  # 0: no outage
         self._failures: Any = multiprocessing.Value("i", 0, lock=False)
+        # When writes started working again during the outage (0: they fail still).
+        self._working_since: Any = multiprocessing.Value("d", 0.0, lock=False)
         # Set by any process of the run when it must stop; read by the one that started it.
         self._fatal: Any = multiprocessing.Array("c", _REASON_BYTES, lock=False)
 
@@ -51,6 +58,7 @@ class Outage:
             if not self._since.value:
                 self._since.value = now
                 logger.error("cannot use the queue: %s; retrying with backoff", exc)
+            self._working_since.value = 0.0  # not over yet
             self._failures.value += 1
             failures: int = self._failures.value
             lasted = now - self._since.value
@@ -62,17 +70,33 @@ class Outage:
 
     def recovered(self) -> None:
         """Note that a write to the queue committed; log the end of an outage if there was
-        one. (Reads may work while writes fail, on a full disk: only a write ends it.)"""
+        one and writes have kept working for `STEADY_SECONDS`. (Reads may work while writes
+        fail, on a full disk: only a write ends it.)"""
         if not self._since.value:  # the usual case, without taking the lock
             return
         with self._lock:
-            if self._since.value:
-                logger.warning(
-                    "the queue works again after %.1f s of errors",
-                    time.monotonic() - self._since.value,
-                )
-                self._since.value = 0.0
-                self._failures.value = 0
+            if not self._since.value:
+                return
+            now = time.monotonic()
+            if not self._working_since.value:
+                self._working_since.value = now
+            elif now - self._working_since.value >= STEADY_SECONDS:
+                self._end()
+
+    def ended(self) -> None:
+        """The run is over: an outage whose writes were working again is over too."""
+        with self._lock:
+            if self._since.value and self._working_since.value:
+                self._end()
+
+    def _end(self) -> None:
+        logger.warning(
+            "the queue works again after %.1f s of errors",
+            self._working_since.value - self._since.value,
+        )
+        self._since.value = 0.0
+        self._failures.value = 0
+        self._working_since.value = 0.0
 
     def _give_up(self, reason: str, stop_flag: threading.Event | None) -> None:
         if not self._fatal.value:

@@ -702,6 +702,7 @@ class DeliveryConsumer(Consumer):  # type: ignore[misc]
             self.huey.storage.release_unstarted()
             with contextlib.suppress(StorageError):
                 self.huey.storage.queue.worker_stopped(self.huey.storage.run_id)
+            self.huey.storage.outage.ended()
             self.huey.storage.close()
         finally:
             # A process that runs a consumer (a test, an application) gets its handlers back.
