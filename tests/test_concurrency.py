@@ -3,6 +3,8 @@ backend), and threads racing to open one SQLite file."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -10,8 +12,9 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, calls, delivery_states, evq_env
-from workers import WorkerProcess, rows, wait_until
+from workers import WorkerProcess, log_lines, rows, wait_until
 
+import evq
 from evq.publisher import prepare
 from evq.storage import Queue, open_queue
 
@@ -104,3 +107,35 @@ def test_threads_racing_to_a_queue_handle_first_use_all_publish(queue_path: Path
         handle.close()
         assert not failures
     assert rows(queue_path, "SELECT count(*) FROM evq_event") == [(20 * 6 * 3,)]
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.timeout(90)
+def test_a_process_worker_that_dies_is_replaced_and_deliveries_go_on(queue_path: Path) -> None:
+    # A forked process worker killed on its own (the OOM killer, a segfault in an extension):
+    # the worker starts another one, which delivers what comes next.
+    log = queue_path.parent / "calls.log"
+    receivers = ("bill", "ship", "audit")
+    options = ("--app", "tests.apps.recorder", "-q", "--worker-type", "process")
+    with WorkerProcess(queue_path, *options) as worker:
+        first = evq.publish("order.created", payload={})
+        wait_until(lambda: calls(log) == {(first, r): 1 for r in receivers})
+        (delivering,) = {int(line[3]) for line in log_lines(log)}  # the process that ran them
+        assert delivering in _children(worker.pid)
+        os.kill(delivering, signal.SIGKILL)
+        wait_until(lambda: delivering not in _children(worker.pid))
+        second = evq.publish("order.created", payload={})
+        wait_until(lambda: all(calls(log)[second, r] for r in receivers), timeout=60)
+        assert worker.stop() == 0, worker.stderr
+    assert calls(log) == {(event_id, r): 1 for event_id in (first, second) for r in receivers}

@@ -112,3 +112,20 @@ def test_a_second_signal_stops_at_once(
     # Stopped at once, without waiting for the receiver: its lease is still given back, so that
     # another worker runs the delivery now rather than when the lease expires.
     assert delivery_states(queue_url) == {"pending": 1}
+
+
+@pytest.mark.timeout(60)
+def test_a_thread_that_stops_first_leaves_the_delivery_another_thread_runs_alone(
+    queue_url: str, tmp_path: Path
+) -> None:
+    # Two threads, one idle: it stops at once, and must not give back the lease of the
+    # receiver the other one is running (which would then run again).
+    log = tmp_path / "calls.log"
+    event_id = evq.publish("slow.work", payload={"seconds": 1.5})
+    with WorkerProcess(tmp_path / "evq", *APP, "--workers", "2") as worker:
+        wait_until(lambda: _started(log, event_id))
+        assert worker.stop() == 0, worker.stderr
+    assert [line[1] for line in log_lines(log)] == ["slow:start", "slow:done"]
+    ((delivery,),) = [event.deliveries for event in stored_events(queue_url)]
+    assert (delivery.state, delivery.attempts) == ("done", 1)
+    assert [(a.attempt, a.outcome) for a in delivery.history] == [(1, "done")]

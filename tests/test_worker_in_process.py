@@ -1,0 +1,190 @@
+"""The worker run in this process (`create_consumer(...).run()`, and its housekeeping thread's
+step) on a SQLite file, where a test can pin what the `evq worker` subprocess tests can only
+bound: the exact log line and fields of an outcome, the heartbeat the worker writes, and what
+its retention prunes and keeps. (mutmut follows these; it does not follow subprocesses.)"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from conftest import stored_events
+from contract.steps import every_state
+
+import evq
+import evq.worker
+from evq.storage import open_queue
+from evq.worker import WorkerOptions, create_consumer
+
+DAY = 86400.0
+
+
+def later(event: evq.Event, /) -> None:
+    raise evq.Retry("not yet", delay=30)
+
+
+RECEIVER = f"{later.__module__}:{later.__qualname__}"
+
+
+def test_a_retry_is_logged_with_its_duration_and_the_wait_its_receiver_asked_for(
+    queue_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    evq.subscribe("order.*", receiver=later)
+    event_id = evq.publish("order.created", payload={})
+    with caplog.at_level(logging.INFO, logger="evq.worker"):
+        create_consumer(WorkerOptions(url=str(queue_path), burst=True)).run()
+
+    ((delivery,),) = [event.deliveries for event in stored_events(str(queue_path))]
+    (attempt,) = delivery.history
+    assert (delivery.state, attempt.outcome) == ("retrying", "retry")
+    assert attempt.started_at is not None
+    took = attempt.finished_at - attempt.started_at
+    (record,) = [r for r in caplog.records if hasattr(r, "delivery")]
+    assert (record.levelname, record.getMessage()) == (
+        "WARNING",
+        f"retry    order.created {event_id} -> {RECEIVER} (attempt 1) in {took * 1000:.1f} ms:"
+        " Retry: not yet; next attempt in 30.0 s",
+    )
+    fields = dict(record.delivery)
+    assert fields.pop("traceback").startswith("Traceback (most recent call last):")
+    assert fields == {
+        "outcome": "retry",
+        "event_id": event_id,
+        "event_name": "order.created",
+        "receiver": RECEIVER,
+        "delivery_id": delivery.id,
+        "attempt": 1,
+        "duration_seconds": round(took, 6),
+        "retry_in_seconds": 30.0,
+        "error": "Retry: not yet",
+    }
+
+
+def test_the_housekeeper_records_its_worker_and_prunes_only_what_retention_allows(
+    queue_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The housekeeper's first step at once (a worker waits a few seconds after start).
+    monkeypatch.setattr(evq.worker, "PRUNE_FIRST_DELAY_SECONDS", 0.0)
+    evq.subscribe("order.*", receiver=later)
+    queue = open_queue(str(queue_path))
+    # The recent ones first: their leases would take the old ones' due deliveries.
+    recent = every_state(queue, at=time.time() - 60)
+    old = every_state(queue, at=time.time() - 3 * DAY)
+    queue.worker_seen("gone", hostname="h", pid=1, started_at=time.time() - 3 * DAY, info="{}")
+    with sqlite3.connect(queue_path) as conn:
+        conn.execute("UPDATE evq_worker SET seen_at = seen_at - 2 * 86400 WHERE id = 'gone'")
+
+    consumer = create_consumer(WorkerOptions(url=str(queue_path), retention_seconds=2 * DAY))
+    housekeeper = consumer._create_scheduler()
+    consumer.stop_flag.set()  # the step's pause at its end returns at once
+    housekeeper.loop()
+
+    # Finished events older than the retention go; dead letters and everything newer stay.
+    assert queue.event(old.done) is None
+    kept = [old.dead, old.retrying, old.running, old.pending, old.delayed]
+    kept += [recent.done, recent.dead, recent.retrying, recent.running, recent.pending]
+    assert [event_id for event_id in kept if queue.event(event_id) is None] == []
+    # The heartbeat names this worker run; a walk that reached the end forgot the day-old one.
+    run_id = consumer.huey.storage.run_id
+    (worker,) = queue.status().workers
+    assert (worker.id, json.loads(worker.info)) == (
+        run_id,
+        {"workers": 1, "worker_type": "thread", "receivers": [RECEIVER]},
+    )
+    with sqlite3.connect(queue_path) as conn:
+        assert conn.execute("SELECT id FROM evq_worker").fetchall() == [(run_id,)]
+    consumer.huey.storage.close()
+    queue.close()
+
+
+def test_leases_a_stopping_worker_gives_back_are_due_at_once_and_keep_the_attempt_it_ran(
+    queue_path: Path,
+) -> None:
+    # What `evq worker` does on a stop signal, step by step: the prefetched leases go back as
+    # never started, the running one as an interrupted attempt of this worker.
+    evq.subscribe("order.*", receiver=later)
+    ids = [evq.publish("order.created", payload={"n": n}) for n in range(3)]
+    storage = create_consumer(WorkerOptions(url=str(queue_path), lease_seconds=600)).huey.storage
+    leased_at = time.time()
+    message = storage.dequeue_message()  # all three leased; the first one is handed out
+    assert message is not None
+    running = message.kwargs["event_id"]
+    storage.release_unstarted()
+    storage.release_running()
+    released_at = time.time()
+    storage.close()
+
+    deliveries = {event.id: event.deliveries[0] for event in stored_events(str(queue_path))}
+    assert sorted(deliveries) == sorted(ids)
+    for event_id, delivery in deliveries.items():
+        assert (delivery.state, delivery.worker) == ("pending", None)
+        assert delivery.due_at is not None
+        assert leased_at <= delivery.due_at <= released_at
+        if event_id != running:
+            assert (delivery.attempts, delivery.history) == (0, ())
+    (attempt,) = deliveries[running].history
+    assert (attempt.attempt, attempt.outcome, attempt.worker) == (1, "interrupted", storage.owner)
+    assert attempt.started_at is not None
+    assert leased_at <= attempt.started_at <= attempt.finished_at <= released_at
+
+
+def test_a_full_queue_halves_a_lease_transaction_down_to_one_event_and_one_delivery() -> None:
+    # So that a worker still makes progress with room for one delivery's write; each success
+    # doubles the sizes back.
+    sizes = evq.worker._TransactionSizes(16)
+    for _ in range(9):
+        sizes.shrink()
+    assert (sizes.leases, sizes.dispatch) == (1, 1)
+    grown = []
+    for _ in range(9):
+        sizes.grow()
+        grown.append((sizes.leases, sizes.dispatch))
+    assert grown == [
+        (2, 2),
+        (4, 4),
+        (8, 8),
+        (16, 16),
+        (16, 32),
+        (16, 64),
+        (16, 128),
+        (16, 256),
+        (16, 256),
+    ]
+
+
+def test_a_worker_that_stops_is_no_longer_listed_as_seen(queue_path: Path) -> None:
+    evq.subscribe("order.*", receiver=later)
+    evq.publish("order.created", payload={})
+    consumer = create_consumer(WorkerOptions(url=str(queue_path), burst=True))
+    queue = open_queue(str(queue_path))
+    # Its heartbeat, as its housekeeping thread writes it (which a short run may not reach).
+    run_id = consumer.huey.storage.run_id
+    queue.worker_seen(run_id, hostname="h", pid=1, started_at=time.time(), info="{}")
+    assert [worker.id for worker in queue.status().workers] == [run_id]
+
+    consumer.run()
+
+    assert queue.status().workers == []
+    queue.close()
+
+
+def test_a_receiver_with_a_timeout_is_leased_a_little_longer_than_its_timeout(
+    queue_path: Path,
+) -> None:
+    # Not the worker's lease (here ten minutes): a worker that dies mid-attempt has its
+    # delivery taken again soon after the attempt would have timed out.
+    evq.subscribe("order.*", receiver=later, timeout=10)
+    evq.publish("order.created", payload={})
+    storage = create_consumer(WorkerOptions(url=str(queue_path), lease_seconds=600)).huey.storage
+    message = storage.dequeue_message()
+    assert message is not None
+    assert message.kwargs["lease_seconds"] == 15.0
+    ((delivery,),) = [event.deliveries for event in stored_events(str(queue_path))]
+    assert delivery.started_at is not None
+    assert delivery.due_at == delivery.started_at + 15.0
+    storage.release_running()
+    storage.close()
