@@ -437,7 +437,8 @@ class _TransactionSizes:
         self.dispatch = max(1, self.dispatch // 2)
 
     def grow(self) -> None:
-        if self.dispatch < self.DISPATCH:
+        # Both, until each is back: a prefetch above DISPATCH has more halvings to undo.
+        if self.dispatch < self.DISPATCH or self.leases < self._prefetch:
             self.leases = min(self._prefetch, self.leases * 2)
             self.dispatch = min(self.DISPATCH, self.dispatch * 2)
 

@@ -188,3 +188,18 @@ def test_a_receiver_with_a_timeout_is_leased_a_little_longer_than_its_timeout(
     assert delivery.due_at == delivery.started_at + 15.0
     storage.release_running()
     storage.close()
+
+
+@pytest.mark.parametrize("prefetch", [1, 7, 64, 1000, 10_000])
+def test_a_lease_transaction_grows_back_to_the_whole_prefetch_once_writes_work_again(
+    prefetch: int,
+) -> None:
+    from evq.worker import _TransactionSizes
+
+    sizes = _TransactionSizes(prefetch)
+    for _ in range(20):  # a full disk: halved down to one event and one delivery
+        sizes.shrink()
+    assert (sizes.leases, sizes.dispatch) == (1, 1)
+    for _ in range(40):
+        sizes.grow()
+    assert (sizes.leases, sizes.dispatch) == (prefetch, _TransactionSizes.DISPATCH)
