@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from contract.steps import OWNER, outcome, publish, routing_for, take
+from contract.steps import OWNER, RECEIVER, outcome, publish, routing_for, take
 from evq.publisher import prepare
 from evq.storage import rules
 from evq.storage.contract import Lease, Outcome, OutcomeKind, Queue, Routing
@@ -94,6 +94,21 @@ def test_fan_out_waits_for_a_worker_and_goes_at_most_dispatch_limit_events_at_a_
     assert (status.awaiting_dispatch, status.pending) == (3, 2)
 
 
+def test_a_lease_that_takes_deliveries_fans_out_at_most_dispatch_limit_events_too(
+    queue: Queue,
+) -> None:
+    # Also the second lease, which a backend may have read the next events ahead for.
+    at = time.time() - 60
+    ids = [publish(queue, "order.created", at=at + n) for n in range(4)]
+
+    steps = []
+    for _ in range(2):
+        batch = queue.lease(routing_for(), owner=OWNER, limit=1, dispatch_limit=1, now=at + 10)
+        steps.append(([lease.event_id for lease in batch.leases], queue.status().awaiting_dispatch))
+
+    assert steps == [([ids[0]], 3), ([ids[1]], 2)]
+
+
 # Leases
 
 
@@ -130,6 +145,61 @@ def test_outcomes_given_to_lease_are_recorded_before_it_takes_more(queue: Queue)
     assert record is not None
     (delivery,) = record.deliveries
     assert [(a.attempt, a.outcome, a.worker) for a in delivery.history] == [(1, "done", OWNER)]
+
+
+def test_a_lease_takes_deliveries_of_events_published_since_the_last_up_to_its_limit(
+    queue: Queue,
+) -> None:
+    at = time.time() - 60
+    routing = routing_for(pattern="order.*")
+    first, second = (publish(queue, "order.created", at=at + n) for n in range(2))
+    assert [lease.event_id for lease in take(queue, now=at + 2, routing=routing, limit=1)] == [
+        first
+    ]
+    third, fourth = (publish(queue, "order.created", at=at + n) for n in (3, 4))
+
+    batch = queue.lease(routing, owner=OWNER, limit=2, now=at + 5)
+
+    assert [lease.event_id for lease in batch.leases] == [second, third]
+    assert batch.next_due is None
+
+    publish(queue, "audit.logged", at=at + 6)  # for no receiver of this worker's
+    batch = queue.lease(routing, owner=OWNER, limit=2, now=at + 7)
+
+    assert [lease.event_id for lease in batch.leases] == [fourth]
+    assert batch.next_due is None  # it took a lease: the worker looks again at once
+    assert queue.status().awaiting_dispatch == 0
+
+
+def test_a_lease_that_takes_nothing_still_records_the_outcomes_it_is_given(queue: Queue) -> None:
+    at = time.time() - 60
+    event_id = publish(queue, "order.created", at=at)
+    (lease,) = take(queue, now=at)
+
+    batch = queue.lease(
+        routing_for(),
+        owner=OWNER,
+        limit=0,
+        outcomes=[outcome(lease, "done", at=at + 1)],
+        now=at + 1,
+    )
+
+    assert batch.leases == []
+    assert delivery_state(queue, event_id, at + 1) == "done"
+
+
+def test_a_lease_takes_what_is_due_by_the_time_it_is_given_even_ahead_of_the_clock(
+    queue: Queue,
+) -> None:
+    at = time.time()
+    event_id = publish(queue, "order.created", at=at)
+    (lease,) = take(queue, now=at)
+    queue.record([outcome(lease, "retry", at=at + 1, retry_at=at + 3600)], owner=OWNER, now=at)
+
+    assert take(queue, now=at + 3599) == []
+    (again,) = take(queue, now=at + 3600)
+
+    assert (again.event_id, again.attempt) == (event_id, 2)
 
 
 def test_a_lease_expires_and_another_worker_takes_the_delivery_again(queue: Queue) -> None:
@@ -244,6 +314,56 @@ def test_a_lost_delivery_is_leased_alone_even_beside_events_published_since(
     assert leased == sorted([(lost_event, 2), (due_event, 1)])
     for batch in batches:
         assert len(batch) <= 1 or lost_event not in [lease.event_id for lease in batch]
+
+
+def test_a_lost_delivery_is_leased_alone_even_after_a_dead_letter_and_events_published_since(
+    queue: Queue,
+) -> None:
+    # A dead letter uses up the lease's first look at the due deliveries, and the lost one is
+    # behind it: a backend that looks again (after fanning out what was published since) must
+    # still leave the lost one to a batch of its own.
+    at = time.time() - 600
+    both = Routing(
+        subscriptions=(("order.*", RECEIVER), ("audit.*", "shop:gone")),
+        lease_seconds={RECEIVER: 10.0, "shop:gone": 10.0},
+    )
+    lost = publish(queue, "order.created", at=at)
+    waiting = publish(queue, "order.created", at=at + 1)
+    publish(queue, "audit.logged", at=at + 2)
+    take(queue, now=at + 3, routing=both, owner="w1", limit=1)  # takes `lost`, dies
+    since = publish(queue, "order.created", at=at + 20)
+
+    routing = routing_for(pattern="order.*")
+    batches = [queue.lease(routing, owner="w2", limit=2, now=at + 30) for _ in range(3)]
+
+    assert [[(lease.event_id, lease.attempt) for lease in batch.leases] for batch in batches] == [
+        [(waiting, 1)],
+        [(lost, 2)],
+        [(since, 1)],
+    ]
+    assert batches[0].dead_lettered == 1
+
+
+def test_a_lease_counts_every_dead_letter_it_makes(queue: Queue) -> None:
+    at = time.time() - 60
+    both = Routing(
+        subscriptions=(("order.*", RECEIVER), ("audit.*", "shop:gone")),
+        lease_seconds={RECEIVER: 30.0, "shop:gone": 30.0},
+    )
+    publish(queue, "order.created", at=at)
+    waiting = publish(queue, "order.created", at=at + 1)
+    for n in (2, 3):
+        publish(queue, "audit.logged", at=at + n)
+    take(queue, now=at + 4, routing=both, limit=1)  # fans everything out, takes the first
+    publish(queue, "order.created", at=at + 5)
+
+    batch = queue.lease(routing_for(pattern="order.*"), owner=OWNER, limit=2, now=at + 6)
+
+    # How many deliveries one lease looks at is the backend's; what it reports, it made.
+    assert [lease.event_id for lease in batch.leases] == [waiting]
+    letters = queue.dead_letters()
+    assert batch.dead_lettered == len(letters) > 0
+    assert {letter.receiver for letter in letters} == {"shop:gone"}
 
 
 def test_a_dead_letter_made_by_a_lease_does_not_stop_it_taking_the_deliveries_after(
@@ -491,6 +611,30 @@ def test_an_outcome_that_does_not_count_as_a_failure_leaves_failures_alone(queue
     assert (letter.attempts, letter.failures) == (2, 0)
 
 
+def test_an_outcome_without_an_error_or_a_traceback_records_none(queue: Queue) -> None:
+    # As the worker records a dead letter of a receiver it does not run: an error, no
+    # traceback.
+    at = time.time() - 600
+    retried, dead = (publish(queue, "order.created", at=at + n) for n in range(2))
+    leases = {lease.event_id: lease for lease in take(queue, now=at + 2)}
+
+    queue.record(
+        [
+            Outcome(leases[retried], "retry", at + 2, at + 3, retry_at=at + 60),
+            Outcome(leases[dead], "dead", None, at + 3, error="not registered"),
+        ],
+        owner=OWNER,
+        now=at,
+    )
+
+    record = queue.event(retried, now=at + 4)
+    assert record is not None
+    (delivery,) = record.deliveries
+    assert (delivery.state, delivery.last_error, delivery.traceback) == ("retrying", None, None)
+    (letter,) = queue.dead_letters()
+    assert (letter.event_id, letter.error, letter.traceback) == (dead, "not registered", None)
+
+
 def test_a_released_attempt_is_due_again_at_once(queue: Queue) -> None:
     at = time.time() - 600
     event_id = publish(queue, "order.created", at=at)
@@ -567,8 +711,42 @@ def test_next_due_is_on_the_callers_clock_when_it_differs_from_the_servers(
     batch = queue.lease(routing_for(), owner=OWNER, limit=10)  # fans it out, leases nothing
     assert batch.leases == []
     assert batch.next_due is not None and 17 < batch.next_due - time.time() < 21
+    # Nothing left to fan out: a lease that only reads tells the same.
+    again = queue.lease(routing_for(), owner=OWNER, limit=10)
+    assert again.leases == []
+    assert again.next_due is not None and 17 < again.next_due - time.time() < 21
     due = queue.next_due()
     assert due is not None and 17 < due - time.time() < 21
+
+
+@pytest.mark.parametrize("skew", [-30.0, 30.0])
+def test_a_worker_whose_clock_differs_from_the_servers_records_every_kind_of_outcome(
+    server_queue: Queue, monkeypatch: pytest.MonkeyPatch, skew: float
+) -> None:
+    queue = server_queue
+    ids = queue.publish([prepare("order.created", payload={"n": n}) for n in range(3)])
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + skew)
+    leases = {
+        lease.event_id: lease for lease in queue.lease(routing_for(), owner=OWNER, limit=10).leases
+    }
+    now = time.time()
+
+    queue.record(
+        [
+            outcome(leases[ids[0]], "done", at=now),
+            outcome(leases[ids[1]], "dead", at=now),
+            outcome(leases[ids[2]], "retry", at=now, retry_at=now + 3600),
+        ],
+        owner=OWNER,
+    )
+
+    states = []
+    for event_id in ids:
+        record = queue.event(event_id)
+        assert record is not None
+        states.append(record.deliveries[0].state)
+    assert states == ["done", "dead", "retrying"]
 
 
 def test_without_now_a_lease_reads_the_queues_own_clock(queue: Queue) -> None:

@@ -107,6 +107,26 @@ def test_an_event_from_a_publisher_whose_clock_is_an_hour_off_is_due_by_the_serv
         queue.close()
 
 
+def test_an_event_from_a_publisher_an_hour_ahead_is_due_now_after_a_read_moved_it_into_the_log(
+    redis_url: str,
+) -> None:
+    # Its publish time, an hour ahead, is no due time: once in the log, it is not waited for.
+    client, inbox = client_of(redis_url), inbox_of(redis_url)
+    reader, worker = open_queue(redis_url), open_queue(redis_url, role="work")
+    try:
+        reader.check()
+        client.xadd(inbox, {"i": "01AHEAD", "n": "a.b", "p": "{}", "t": repr(time.time() + 3600)})
+        assert [record.id for record in reader.events()] == ["01AHEAD"]  # moved into the log
+        assert client.xlen(inbox) == 0
+
+        leases = take(worker, now=time.time())
+
+        assert [lease.event_id for lease in leases] == ["01AHEAD"]
+    finally:
+        reader.close()
+        worker.close()
+
+
 def test_inbox_entries_evq_did_not_write_or_wrote_twice_never_wedge_or_deliver_twice(
     redis_url: str,
 ) -> None:

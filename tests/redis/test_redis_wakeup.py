@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 from contract.steps import publish, take
-from redis_server import redis_url_fixture  # noqa: F401
+from redis_server import RedisServer, redis_url_fixture  # noqa: F401
 
 from evq.storage import open_queue
 
@@ -75,3 +76,50 @@ def test_work_added_while_no_one_waits_wakes_the_next_wait_and_only_that_one(
         watcher.close()
         worker.close()
         publisher.close()
+
+
+def test_a_watcher_started_after_work_was_announced_says_maybe_once_then_only_for_new_work(
+    redis_url: str,
+) -> None:
+    worker, publisher = open_queue(redis_url, role="work"), open_queue(redis_url)
+    publish(publisher, "a.b", at=time.time(), delay=3600)  # announced on the wake-up stream
+    publish(publisher, "a.b", at=time.time())  # in the inbox
+    watcher = worker.watch()
+    assert watcher is not None
+    try:
+        # Work may have come before it knew where the streams ended: maybe.
+        assert watcher.wait(0.1) is True
+        # The entries that were there already wake it no more.
+        assert watcher.wait(0.2) is False
+        publish(publisher, "a.b", at=time.time())
+        assert watcher.wait(5) is True
+    finally:
+        watcher.close()
+        worker.close()
+        publisher.close()
+
+
+def test_a_watcher_that_loses_its_server_says_maybe_and_watches_again_once_it_is_back(
+    tmp_path: Path,
+) -> None:
+    server = RedisServer(tmp_path, "--save", "")
+    server.start()
+    url = server.url + "?prefix=p"
+    worker, publisher = open_queue(url, role="work"), open_queue(url)
+    watcher = worker.watch()
+    assert watcher is not None
+    try:
+        assert watcher.wait(0.1) is True  # learns where the streams end
+        server.kill()
+        # Maybe: the worker looks, and its outage handling takes over.
+        assert watcher.wait(0.2) is True
+        server.start()
+        assert watcher.wait(0.2) is True  # work may have come while it could not watch
+        assert watcher.wait(0.2) is False
+        publish(publisher, "a.b", at=time.time())
+        assert watcher.wait(5) is True
+    finally:
+        watcher.close()
+        worker.close()
+        publisher.close()
+        server.kill()
