@@ -118,6 +118,12 @@ def test_an_event_from_a_publisher_an_hour_ahead_is_due_now_after_a_read_moved_i
         client.xadd(inbox, {"i": "01AHEAD", "n": "a.b", "p": "{}", "t": repr(time.time() + 3600)})
         assert [record.id for record in reader.events()] == ["01AHEAD"]  # moved into the log
         assert client.xlen(inbox) == 0
+        # Due now for a worker asking (a --burst worker stops when nothing is due) and for
+        # status, not in an hour.
+        due = worker.next_due()
+        assert due is not None and due <= time.time()
+        oldest = reader.status().oldest_due_at
+        assert oldest is not None and oldest <= time.time()
 
         leases = take(worker, now=time.time())
 

@@ -173,11 +173,17 @@ local function next_due(selected)
             best = due
         end
     end
+    -- An event in the log not fanned out yet is due since it was stored: its published_at,
+    -- or its due_at if earlier (an event whose publisher's clock was ahead of the server's
+    -- is due when the server stored it; see `inbox_event`).
     local oldest = redis.call('ZRANGE', base .. 'undispatched', 0, 0)
     if oldest[1] then
-        local published = tonumber(redis.call('HGET', base .. 'e:' .. oldest[1], 'published_at'))
-        if published and (best == nil or published < best) then
-            best = published
+        local times = redis.call('HMGET', base .. 'e:' .. oldest[1], 'published_at', 'due_at')
+        for _, text in ipairs(times) do
+            local at = tonumber(text)
+            if at and (best == nil or at < best) then
+                best = at
+            end
         end
     end
     if best == nil then
