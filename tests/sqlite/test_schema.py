@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
-from contract.steps import finish, routing_for, take
+from contract.steps import finish, publish, routing_for, take
 from workers import rows
 
 import evq
 from evq.storage import rules
 from evq.storage.sqlite import SqliteQueue
-from evq.storage.sqlite.schema import SCHEMA_VERSION
+from evq.storage.sqlite.schema import SCHEMA_VERSION, _sql, _statement, drop_schema
 
 
 @pytest.fixture
@@ -26,6 +26,29 @@ def queue(queue_path: Path) -> SqliteQueue:
 def cursor(queue_path: Path) -> int:
     ((value,),) = rows(queue_path, "SELECT value FROM evq_counter WHERE name = 'dispatch_cursor'")
     return int(value)
+
+
+# A script that makes evq_delivery of a file of the current schema as schemas 1 to 3 had it
+# (ids not AUTOINCREMENT), with its rows and one of its indexes: the upgrade must make them all.
+CREATE_DELIVERY = _statement(_sql("schema.sql"), "CREATE TABLE IF NOT EXISTS evq_delivery ")
+DELIVERY_BEFORE_4 = (
+    "ALTER TABLE evq_delivery RENAME TO newer;"
+    f" {CREATE_DELIVERY.replace(' AUTOINCREMENT', '')};"
+    " INSERT INTO evq_delivery SELECT * FROM newer; DROP TABLE newer;"
+    " CREATE INDEX evq_delivery_due ON evq_delivery (due_at) WHERE due_at IS NOT NULL;"
+    " DELETE FROM sqlite_sequence;"
+)
+
+
+def assert_delivery_table_is_of_schema_4(queue_path: Path) -> None:
+    """The delivery table is schema 4's: AUTOINCREMENT, with every index of the current one."""
+    ((create,),) = rows(queue_path, "SELECT sql FROM sqlite_master WHERE name = 'evq_delivery'")
+    assert "AUTOINCREMENT" in create
+    assert rows(
+        queue_path,
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'evq_delivery'"
+        " ORDER BY name",
+    ) == [("evq_delivery_dead",), ("evq_delivery_due",), ("evq_delivery_event",)]
 
 
 def test_a_delayed_event_is_fanned_out_at_once_and_moves_the_cursor(
@@ -83,7 +106,8 @@ def test_a_queue_file_of_schema_1_is_brought_up_to_date_and_loses_no_event(
     SqliteQueue(str(queue_path)).publish([])  # a file of the current schema, made older below
     conn = sqlite3.connect(queue_path, isolation_level=None)
     conn.executescript(
-        "CREATE INDEX evq_event_due ON evq_event (due_at) WHERE due_at IS NOT NULL;"
+        DELIVERY_BEFORE_4
+        + "CREATE INDEX evq_event_due ON evq_event (due_at) WHERE due_at IS NOT NULL;"
         "DROP TRIGGER evq_event_newest_deleted;"
         "ALTER TABLE evq_event DROP COLUMN headers;"
         "DELETE FROM evq_counter; PRAGMA user_version = 1;"
@@ -116,13 +140,16 @@ def test_a_queue_file_of_schema_1_is_brought_up_to_date_and_loses_no_event(
     assert rows(queue_path, "SELECT name FROM sqlite_master WHERE type = 'trigger'") == [
         ("evq_event_newest_deleted",)
     ]
+    assert_delivery_table_is_of_schema_4(queue_path)
 
 
 def make_schema_2_file(queue_path: Path) -> None:
     """A queue file as evq wrote it before event headers (schema 2), holding one event."""
     SqliteQueue(str(queue_path)).publish([])
     conn = sqlite3.connect(queue_path, isolation_level=None)
-    conn.executescript("ALTER TABLE evq_event DROP COLUMN headers; PRAGMA user_version = 2;")
+    conn.executescript(
+        DELIVERY_BEFORE_4 + "ALTER TABLE evq_event DROP COLUMN headers; PRAGMA user_version = 2;"
+    )
     conn.execute(
         "INSERT INTO evq_event (id, name, payload, published_at, due_at)"
         " VALUES ('old1', 'a.b', '{\"n\": 1}', ?, ?)",
@@ -138,6 +165,7 @@ def test_a_queue_file_of_schema_2_gets_headers_and_keeps_its_events(queue_path: 
     new_id = evq.publish("a.b", payload={"n": 2}, headers={"corr": "x"})
 
     assert rows(queue_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert_delivery_table_is_of_schema_4(queue_path)
     leases = sorted(take(queue, now=time.time()), key=lambda lease: lease.payload)
     assert [(lease.event_id, lease.headers) for lease in leases] == [
         ("old1", None),
@@ -167,17 +195,8 @@ def make_schema_3_file(queue_path: Path) -> None:
     leases = sorted(take(queue, now=time.time()), key=lambda lease: lease.delivery_id)
     finish(queue, leases[:1], "done", at=time.time())
     queue.close()
-    from evq.storage.sqlite.schema import _sql, _statement
-
-    create = _statement(_sql("schema.sql"), "CREATE TABLE IF NOT EXISTS evq_delivery ")
     conn = sqlite3.connect(queue_path, isolation_level=None)
-    conn.executescript(
-        "ALTER TABLE evq_delivery RENAME TO newer;"
-        f" {create.replace(' AUTOINCREMENT', '')};"
-        " INSERT INTO evq_delivery SELECT * FROM newer; DROP TABLE newer;"
-        " CREATE INDEX evq_delivery_due ON evq_delivery (due_at) WHERE due_at IS NOT NULL;"
-        " DELETE FROM sqlite_sequence; PRAGMA user_version = 3;"
-    )
+    conn.executescript(DELIVERY_BEFORE_4 + "PRAGMA user_version = 3;")
     conn.close()
 
 
@@ -195,13 +214,7 @@ def test_a_queue_file_of_schema_3_keeps_its_deliveries_and_never_gives_an_id_aga
     assert rows(
         queue_path, "SELECT id, event_seq, state, attempt FROM evq_delivery ORDER BY id"
     ) == (before)
-    ((create,),) = rows(queue_path, "SELECT sql FROM sqlite_master WHERE name = 'evq_delivery'")
-    assert "AUTOINCREMENT" in create
-    assert rows(
-        queue_path,
-        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'evq_delivery'"
-        " ORDER BY name",
-    ) == [("evq_delivery_dead",), ("evq_delivery_due",), ("evq_delivery_event",)]
+    assert_delivery_table_is_of_schema_4(queue_path)
     # The newest delivery gone: the next one still gets an id after it.
     newest = before[-1][0]
     with contextlib.closing(sqlite3.connect(queue_path, isolation_level=None)) as conn:
@@ -210,3 +223,34 @@ def test_a_queue_file_of_schema_3_keeps_its_deliveries_and_never_gives_an_id_aga
     (lease,) = [lease for lease in take(queue, now=time.time()) if lease.payload == '{"n":3}']
     assert int(lease.delivery_id) == newest + 1
     queue.close()
+
+
+def test_dropping_the_schema_leaves_the_other_tables_and_a_file_that_starts_again_empty(
+    queue: SqliteQueue, queue_path: Path
+) -> None:
+    # What `manage.py migrate evq zero` does in the application's database, in its
+    # transaction; a later `migrate` (or a queue opened on the file) makes the tables again.
+    now = time.time()
+    for n in range(3):
+        publish(queue, "a.b", at=now, payload={"n": n})
+    assert len(take(queue, now=now)) == 3
+    queue.close()
+    with contextlib.closing(sqlite3.connect(queue_path, isolation_level=None)) as conn:
+        conn.execute("CREATE TABLE app_order (id INTEGER PRIMARY KEY AUTOINCREMENT, total)")
+        conn.execute("INSERT INTO app_order (total) VALUES (7)")
+        conn.execute("BEGIN")
+        drop_schema(conn)
+        conn.execute("COMMIT")
+
+    assert rows(queue_path, "SELECT type, name FROM sqlite_master WHERE name LIKE 'evq%'") == []
+    assert rows(queue_path, "SELECT name, seq FROM sqlite_sequence") == [("app_order", 1)]
+    assert rows(queue_path, "SELECT id, total FROM app_order") == [(1, 7)]
+    assert rows(queue_path, "PRAGMA user_version") == [(0,)]
+
+    again = SqliteQueue(str(queue_path))
+    new_id = publish(again, "a.b", at=now, payload={"n": "new"})
+    assert [(lease.event_id, lease.delivery_id) for lease in take(again, now=now)] == [
+        (new_id, "1")
+    ]
+    assert rows(queue_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    again.close()
