@@ -45,8 +45,6 @@ def drop_schema(conn: sqlite3.Connection) -> None:
     transaction of `conn`: what `manage.py migrate evq zero` does."""
     for table in reversed(_tables()):
         conn.execute(f"DROP TABLE IF EXISTS {table}")
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone():
-        conn.execute("DELETE FROM sqlite_sequence WHERE name LIKE 'evq\\_%' ESCAPE '\\'")
     conn.execute("PRAGMA user_version=0")
 
 
