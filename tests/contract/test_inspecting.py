@@ -472,3 +472,60 @@ def test_finished_per_minute_without_now_reads_the_clock(queue: Queue) -> None:
     publish(queue, "order.created", at=now - 2)
     finish(queue, take(queue, now=now - 2), "done", at=now - 1)
     assert [m.delivered for m in queue.finished_per_minute(minutes=1)] == [1]
+
+
+def test_a_pattern_matching_two_names_lists_the_events_of_both_newest_first(
+    queue: Queue,
+) -> None:
+    at = time.time() - 60
+    created = publish(queue, "order.created", at=at)
+    paid = publish(queue, "order.paid", at=at + 1)
+    publish(queue, "user.created", at=at + 2)
+    again = publish(queue, "order.created", at=at + 3)
+
+    listed = queue.events(EventSelection(name="order.*"), limit=None, now=at + 4)
+
+    assert [event.id for event in listed] == [again, paid, created]
+
+
+def test_events_with_a_status_and_a_name_are_only_those_of_that_name(queue: Queue) -> None:
+    at = time.time()
+    states = every_state(queue, at=at)
+
+    def ids(name: str, status: str) -> list[str]:
+        selection = EventSelection(name=name)
+        return [event.id for event in queue.events(selection, status=status, now=at)]
+
+    assert ids("order.paid", "dead") == [states.dead]
+    assert ids("order.created", "dead") == []
+    assert ids("user.*", "pending") == [states.pending]
+    assert ids("order.**", "pending") == []
+    assert ids("order.shipped", "retrying") == [states.retrying]
+    assert ids("user.deleted", "running") == []
+
+
+def test_finished_per_minute_counts_each_outcome_in_the_second_and_minute_it_finished(
+    queue: Queue,
+) -> None:
+    # A failure in the last second of a minute is that minute's, and a delivery finished
+    # after `now` (a worker's clock ahead) is not counted yet.
+    base = float((int(time.time()) // 60 - 100) * 60)  # a whole minute, 100 minutes ago
+    for n in range(4):
+        publish(queue, "order.created", at=base - 10 + n / 100)
+    leases = take(queue, now=base - 5)
+    finished = [
+        (base + 59, "dead"),  # the last second of the minute `base`
+        (base + 59.5, "done"),
+        (base + 60, "done"),  # the second of `now`
+        (base + 61, "done"),  # after `now`
+    ]
+    queue.record(
+        [outcome(lease, kind, at=at) for lease, (at, kind) in zip(leases, finished, strict=True)],
+        owner=OWNER,
+        now=base + 61,
+    )
+
+    assert queue.finished_per_minute(minutes=1, now=base + 60.5) == [
+        MinuteCount(base, 1, 1),
+        MinuteCount(base + 60, 1, 0),
+    ]
