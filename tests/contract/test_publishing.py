@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from contract.steps import publish, take
+from contract.steps import OWNER, outcome, publish, routing_for, take
 from evq.publisher import prepare
 from evq.storage.contract import Queue
 
@@ -191,3 +191,28 @@ def test_idempotency_keys_within_one_publish_are_compared_exactly(
     assert sorted(record.key or "" for record in queue.events(limit=None)) == sorted(
         [first_key, second_key]
     )
+
+
+def test_status_counts_each_event_published_once_however_many_leases_ran(queue: Queue) -> None:
+    at = time.time() - 60
+    publish(queue, "order.paid", at=at)
+    (lease,) = take(queue, now=at)
+    queue.record([outcome(lease, "retry", at=at + 1, retry_at=at + 2)], owner=OWNER)
+
+    # A lease with a retry due and no event left to fan out.
+    (again,) = take(queue, now=at + 3)
+
+    assert again.delivery_id == lease.delivery_id
+    status = queue.status(now=at + 4)
+    assert (status.published, status.awaiting_dispatch) == (1, 0)
+
+
+def test_a_lease_of_no_deliveries_leases_none_and_makes_no_dead_letters(queue: Queue) -> None:
+    # A worker whose every slot is busy still records its outcomes through a lease of 0.
+    at = time.time() - 60
+    event_id = publish(queue, "order.paid", at=at)
+
+    batch = queue.lease(routing_for(), owner=OWNER, limit=0, now=at)
+
+    assert (batch.leases, batch.dead_lettered) == ([], 0)
+    assert [lease.event_id for lease in take(queue, now=at)] == [event_id]

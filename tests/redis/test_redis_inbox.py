@@ -175,3 +175,27 @@ def test_a_worker_of_selected_receivers_still_moves_the_inbox(redis_url: str) ->
         assert record.counts.get("pending") == 1  # "theirs", left for another worker
     finally:
         queue.close()
+
+
+def test_a_read_moves_an_inbox_of_more_than_two_batches_into_the_log_to_its_last_entry(
+    redis_url: str,
+) -> None:
+    # Two full batches of the `ingest` script and one more entry: a read that stopped a batch
+    # early, or one entry early, would leave events it must see in the inbox.
+    from evq.storage.redis.publishing import INGEST_BATCH
+
+    client, inbox = client_of(redis_url), inbox_of(redis_url)
+    queue = open_queue(redis_url)
+    try:
+        queue.check()
+        at = repr(time.time())
+        pipe = client.pipeline(transaction=False)
+        for n in range(2 * INGEST_BATCH + 1):
+            pipe.xadd(inbox, {"i": f"01BULK{n:06d}", "n": "order.paid", "p": "{}", "t": at})
+        pipe.execute()
+
+        queue.events(limit=1)
+        assert client.xlen(inbox) == 0
+        assert queue.status().published == 2 * INGEST_BATCH + 1
+    finally:
+        queue.close()

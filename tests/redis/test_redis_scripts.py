@@ -149,6 +149,18 @@ def test_publish_within_a_transaction_is_refused_in_one_line(redis_url: str) -> 
         evq.publish("order.paid", payload={}, connection=object())
     message = str(caught.value)
     assert "\n" not in message and "Redis" in message and "outbox" in message
+    # Code that holds the handle (an integration's) is refused by the backend itself, with
+    # what to do instead; nothing is stored.
+    queue = open_queue(redis_url)
+    event = prepare("order.paid", payload={})
+    with pytest.raises(OutboxUnsupported) as refused:
+        queue.publish_within(object(), [event])
+    assert str(refused.value) == (
+        "the Redis backend cannot publish inside your database transaction (there is no"
+        " transactional outbox on Redis): publish after your commit, with an idempotency"
+        " key, or keep an outbox table of your own and publish from it"
+    )
+    assert queue.event(event.id) is None
 
 
 def test_a_script_is_loaded_with_the_shared_definitions_it_uses_and_no_others() -> None:
