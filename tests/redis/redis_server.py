@@ -1,23 +1,31 @@
 """Redis servers for the Redis-only tests: a fresh key prefix on the server of
 `EVQ_TEST_REDIS_URL` (`redis_url`), or a `redis-server` of the test's own on a free port, which
-it may stop, kill and restart (`own_server`)."""
+it may stop, kill and restart (`own_server`), or one whose queue a user may not run scripts on
+(`scripts_refused`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
 from backends import drop_redis_prefix, new_redis_prefix
 
+from evq.storage import open_queue
+from evq.storage.contract import Queue
+from evq.storage.redis.connection import parse_url
+
 ENV = "EVQ_TEST_REDIS_URL"
+T = TypeVar("T")
 
 
 @pytest.fixture(name="redis_url")
@@ -118,6 +126,39 @@ def own_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path, "--save", "", "--appendonly", "yes", "--appendfsync", "always")
     yield server
     server.kill()
+
+
+@contextlib.contextmanager
+def scripts_refused(
+    tmp_path: Path, prepare: Callable[[Queue], T]
+) -> Iterator[tuple[Queue, str, T]]:
+    """A queue on a `redis-server` of the test's own, filled by `prepare` (its result comes
+    third), then opened as a user the server lets run every command but scripts, as some
+    managed servers do; and the URL's location, as error lines name it."""
+    server = RedisServer(tmp_path, "--save", "")
+    server.start()
+    try:
+        admin = redis.Redis(port=server.port)
+        admin.acl_setuser(
+            "reader",
+            enabled=True,
+            passwords=["+pw"],
+            keys=["*"],
+            channels=["*"],
+            commands=["+@all", "-@scripting"],
+        )
+        admin.close()
+        owner = open_queue(server.url + "?prefix=p")
+        prepared = prepare(owner)
+        owner.close()
+        url = f"redis://reader:pw@127.0.0.1:{server.port}/0?prefix=p"
+        queue = open_queue(url)
+        try:
+            yield queue, parse_url(url).location, prepared
+        finally:
+            queue.close()
+    finally:
+        server.kill()
 
 
 def _free_port() -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 from contract.steps import finish, publish, take
-from redis_server import RedisServer, redis_url_fixture  # noqa: F401
+from redis_server import redis_url_fixture, scripts_refused  # noqa: F401
 
 from evq.errors import StorageError
 from evq.storage import open_queue
@@ -33,30 +33,10 @@ def one_dead_letter(queue: Queue) -> DeadLetter:
 
 @pytest.fixture
 def no_scripts(tmp_path: Path) -> Iterator[tuple[Queue, str, str]]:
-    """A queue holding one dead letter, opened as a user the server lets run every command
-    but scripts (as some managed servers do); the URL's location, and the letter's id."""
-    server = RedisServer(tmp_path, "--save", "")
-    server.start()
-    try:
-        admin = redis.Redis(port=server.port)
-        admin.acl_setuser(
-            "reader",
-            enabled=True,
-            passwords=["+pw"],
-            keys=["*"],
-            channels=["*"],
-            commands=["+@all", "-@scripting"],
-        )
-        admin.close()
-        owner = open_queue(server.url + "?prefix=p")
-        letter = one_dead_letter(owner)
-        owner.close()
-        url = f"redis://reader:pw@127.0.0.1:{server.port}/0?prefix=p"
-        queue = open_queue(url)
-        yield queue, parse_url(url).location, letter.id
-        queue.close()
-    finally:
-        server.kill()
+    """A queue holding one dead letter, on a server that refuses scripts (`scripts_refused`);
+    the URL's location, and the letter's id."""
+    with scripts_refused(tmp_path, lambda owner: one_dead_letter(owner).id) as refused:
+        yield refused
 
 
 def test_a_redrive_or_purge_the_server_refuses_fails_in_one_line_naming_it(

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 from contract.steps import OWNER, outcome, publish, routing_for, take
-from redis_server import RedisServer, redis_url_fixture  # noqa: F401
+from redis_server import redis_url_fixture, scripts_refused  # noqa: F401
 
 from evq.errors import StorageError
 from evq.storage import open_queue
@@ -21,31 +21,16 @@ from evq.storage.redis.connection import parse_url
 
 @pytest.fixture
 def no_scripts(tmp_path: Path) -> Iterator[tuple[Queue, str, Lease]]:
-    """A queue holding one running delivery, opened as a user the server lets run every
-    command but scripts (as some managed servers do); the URL's location; and the lease."""
-    server = RedisServer(tmp_path, "--save", "")
-    server.start()
-    try:
-        admin = redis.Redis(port=server.port)
-        admin.acl_setuser(
-            "reader",
-            enabled=True,
-            passwords=["+pw"],
-            keys=["*"],
-            channels=["*"],
-            commands=["+@all", "-@scripting"],
-        )
-        admin.close()
-        owner = open_queue(server.url + "?prefix=p")
+    """A queue holding one running delivery, on a server that refuses scripts
+    (`scripts_refused`); the URL's location; and the lease."""
+
+    def one_running(owner: Queue) -> Lease:
         publish(owner, "order.created", at=time.time())
         (lease,) = take(owner, now=time.time())
-        owner.close()
-        url = f"redis://reader:pw@127.0.0.1:{server.port}/0?prefix=p"
-        queue = open_queue(url)
-        yield queue, parse_url(url).location, lease
-        queue.close()
-    finally:
-        server.kill()
+        return lease
+
+    with scripts_refused(tmp_path, one_running) as refused:
+        yield refused
 
 
 def test_a_step_of_a_worker_the_server_refuses_fails_in_one_line_naming_it(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 from contract.steps import finish, publish, take
-from redis_server import RedisServer, redis_url_fixture  # noqa: F401
+from redis_server import redis_url_fixture, scripts_refused  # noqa: F401
 
 from evq.errors import StorageError
 from evq.storage import open_queue, rules
@@ -34,30 +34,10 @@ def finished_long_ago(queue: Queue) -> str:
 
 @pytest.fixture
 def no_scripts(tmp_path: Path) -> Iterator[tuple[Queue, str]]:
-    """A queue holding one event delivered ten days ago, opened as a user the server lets run
-    every command but scripts (as some managed servers do); and the URL's location."""
-    server = RedisServer(tmp_path, "--save", "")
-    server.start()
-    try:
-        admin = redis.Redis(port=server.port)
-        admin.acl_setuser(
-            "reader",
-            enabled=True,
-            passwords=["+pw"],
-            keys=["*"],
-            channels=["*"],
-            commands=["+@all", "-@scripting"],
-        )
-        admin.close()
-        owner = open_queue(server.url + "?prefix=p")
-        finished_long_ago(owner)
-        owner.close()
-        url = f"redis://reader:pw@127.0.0.1:{server.port}/0?prefix=p"
-        queue = open_queue(url)
-        yield queue, parse_url(url).location
-        queue.close()
-    finally:
-        server.kill()
+    """A queue holding one event delivered ten days ago, on a server that refuses scripts
+    (`scripts_refused`); and the URL's location."""
+    with scripts_refused(tmp_path, finished_long_ago) as (queue, location, _):
+        yield queue, location
 
 
 def test_a_replay_prune_or_forget_the_server_refuses_fails_in_one_line_naming_it(
