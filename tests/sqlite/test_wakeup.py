@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import threading
 from pathlib import Path
@@ -50,5 +51,46 @@ def test_the_queue_gives_a_watcher_when_it_can_wake_workers(queue_path: Path) ->
         assert watcher.wait(0.05) is False
         evq.publish("a.b", payload={})
         assert watcher.wait(5) is True
+    finally:
+        watcher.close()
+
+
+def test_a_write_to_the_log_that_is_not_a_commit_does_not_wake_the_watcher(
+    queue_path: Path,
+) -> None:
+    evq.publish("a.b", payload={})
+    watcher = ChangeWatcher(str(queue_path))
+    writer = sqlite3.connect(queue_path, isolation_level=None)
+    try:
+        # A long transaction of another connection: with a cache of one page, its pages spill to
+        # the log before it commits, which inotify reports as a write like any other.
+        log = Path(f"{queue_path}-wal")
+        size = log.stat().st_size
+        writer.execute("PRAGMA cache_size = 1")
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("CREATE TABLE scratch (data BLOB)")
+        for _ in range(50):
+            writer.execute("INSERT INTO scratch VALUES (?)", (bytes(4000),))
+        assert log.stat().st_size > size  # written, not committed
+
+        assert watcher.wait(5) is False  # nothing to read yet: no wake-up
+
+        writer.execute("COMMIT")
+        assert watcher.wait(30) is True
+    finally:
+        writer.close()
+        watcher.close()
+
+
+def test_a_watcher_made_before_the_queue_exists_makes_it_and_wakes_on_the_first_publish(
+    queue_path: Path,
+) -> None:
+    assert not queue_path.exists()
+    watcher = ChangeWatcher(str(queue_path))  # as a worker started before any publish
+    try:
+        assert queue_path.exists()
+        assert watcher.wait(0.05) is False
+        evq.publish("a.b", payload={})
+        assert watcher.wait(30) is True
     finally:
         watcher.close()
