@@ -25,8 +25,8 @@ def insert_events(connection: Connection, events: Sequence[NewEvent]) -> list[st
         event = events[0]
         # Published now (not at a time a caller chose: an import, a test), so that the
         # server can tell the publisher's clock from its own (see `ingest`).
-        now = abs(event.published_at - time.time()) < 1
-        if now and not event.key and event.due_at <= event.published_at:
+        published_now = abs(event.published_at - time.time()) < 1
+        if published_now and not event.key and event.due_at <= event.published_at:
             fields = ["i", event.id, "n", event.name, "p", event.payload]
             fields += ["t", repr(event.published_at)]
             if event.headers:
