@@ -141,3 +141,12 @@ def test_a_backend_without_the_outbox_refuses_it_in_one_line_naming_itself(
     finally:
         evq.config.reset()
         evq.publisher._queues.clear()
+
+
+def test_an_unknown_scheme_is_refused_with_every_scheme_evq_knows() -> None:
+    with pytest.raises(UnknownBackend) as refused:
+        open_queue("foo://x")
+    assert str(refused.value) == (
+        "unsupported storage URL scheme 'foo': use a path, or one of sqlite://, postgresql://,"
+        " postgres://, redis://, rediss://, unix://, memory://"
+    )
