@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from evq.ids import new_event_ids
 from evq.publisher import prepare
-from evq.storage.contract import Lease, Outcome, OutcomeKind, Queue, Routing
+from evq.storage.contract import Lease, NewEvent, Outcome, OutcomeKind, Queue, Routing
 
 RECEIVER = "tests.apps.states:handle"
 OWNER = "test-worker/host:1"
@@ -40,6 +41,14 @@ def publish(
     payload = {"at": at} if payload is None else payload
     event = prepare(name, payload=payload, delay=delay, key=key, headers=headers, now=at)
     return queue.publish([event], now=at)[0]
+
+
+def publish_batch(queue: Queue, name: str, count: int, *, at: float) -> list[str]:
+    """Publish `count` events `name` in one batch, all at the Unix time `at` (one publish
+    time: what a cursor on time alone would get wrong); return their ids, in order."""
+    ids = new_event_ids(count)
+    events = [NewEvent(id=i, name=name, payload="{}", published_at=at, due_at=at) for i in ids]
+    return queue.publish(events, now=at)
 
 
 def take(

@@ -7,9 +7,8 @@ import time
 
 import pytest
 
-from contract.steps import OWNER, finish, outcome, publish, routing_for, take
-from evq.ids import new_event_ids
-from evq.storage.contract import NewEvent, Queue
+from contract.steps import OWNER, finish, outcome, publish, publish_batch, routing_for, take
+from evq.storage.contract import Queue
 
 GARBAGE_IDS = ["abc", "99999999999999999999999", "", "-1", "1.5"]
 
@@ -144,13 +143,7 @@ def test_purge_deletes_dead_letters_and_their_history_for_good(queue: Queue) -> 
 def test_redrive_and_purge_count_every_dead_letter_of_a_long_list(queue: Queue) -> None:
     # More ids than one SQL statement takes at once: the count covers all of them.
     at = time.time() - 600
-    queue.publish(
-        [
-            NewEvent(id=i, name="order.paid", payload="{}", published_at=at, due_at=at)
-            for i in new_event_ids(1200)
-        ],
-        now=at,
-    )
+    publish_batch(queue, "order.paid", 1200, at=at)
     while leases := take(queue, now=at):  # a lease fans out a few hundred events at most
         finish(queue, leases, "dead", at=at + 1)
     ids = [letter.id for letter in queue.dead_letters()]
@@ -288,13 +281,7 @@ def test_a_limit_on_dead_letters_chosen_by_id_keeps_the_newest_of_all_of_them(
     queue: Queue,
 ) -> None:
     at = time.time() - 600
-    queue.publish(
-        [
-            NewEvent(id=i, name="order.paid", payload="{}", published_at=at, due_at=at)
-            for i in new_event_ids(600)
-        ],
-        now=at,
-    )
+    publish_batch(queue, "order.paid", 600, at=at)
     while leases := take(queue, now=at):
         finish(queue, leases, "dead", at=at + 1)
     letters = queue.dead_letters()

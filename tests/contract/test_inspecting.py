@@ -6,10 +6,24 @@ import time
 
 import pytest
 
-from contract.steps import OWNER, every_state, finish, outcome, publish, routing_for, take
-from evq.ids import new_event_ids
+from contract.steps import (
+    OWNER,
+    every_state,
+    finish,
+    outcome,
+    publish,
+    publish_batch,
+    routing_for,
+    take,
+)
 from evq.storage import rules
-from evq.storage.contract import DELIVERY_STATES, EventSelection, MinuteCount, NewEvent, Queue
+from evq.storage.contract import (
+    DELIVERY_STATES,
+    EventSelection,
+    MinuteCount,
+    OutcomeKind,
+    Queue,
+)
 
 # Status
 
@@ -331,13 +345,7 @@ def test_pages_of_events_follow_the_before_cursor_without_gaps_or_repeats(
 ) -> None:
     at = time.time() - 60
     # A batch shares one publish time: a cursor on the time alone would skip some of it.
-    queue.publish(
-        [
-            NewEvent(id=i, name="order.created", payload="{}", published_at=at, due_at=at)
-            for i in new_event_ids(7)
-        ],
-        now=at,
-    )
+    publish_batch(queue, "order.created", 7, at=at)
     publish(queue, "user.created", at=at + 1)
     every_id = [event.id for event in queue.events(limit=None)]
     assert len(every_id) == 8
@@ -432,28 +440,41 @@ def test_a_worker_that_was_never_seen_or_is_gone_can_stop(queue: Queue) -> None:
     assert queue.status().workers == []
 
 
+def finish_each(
+    queue: Queue, base: float, finished: list[tuple[float, OutcomeKind]], *, now: float
+) -> None:
+    """Publish one event per (time, kind) of `finished` ten seconds before `base`, lease them
+    all, and record each outcome at its time (a retry due an hour after `base`), with the
+    worker's clock at `now`."""
+    for n in range(len(finished)):
+        publish(queue, "order.created", at=base - 10 + n / 100)
+    leases = take(queue, now=base - 5)
+    queue.record(
+        [
+            outcome(lease, kind, at=at, retry_at=base + 3600 if kind == "retry" else None)
+            for lease, (at, kind) in zip(leases, finished, strict=True)
+        ],
+        owner=OWNER,
+        now=now,
+    )
+
+
 def test_finished_per_minute_counts_every_second_of_the_window_and_adds_them_up(
     queue: Queue,
 ) -> None:
     base = float((int(time.time()) // 60 - 100) * 60)  # a whole minute, 100 minutes ago
-    for n in range(7):
-        publish(queue, "order.created", at=base - 10 + n / 100)
-    leases = take(queue, now=base - 5)
-    finished = [
-        (base - 1, "done"),  # the second before the window
-        (base, "done"),  # its first second
-        (base + 5, "done"),
-        (base + 10.5, "retry"),
-        (base + 20, "dead"),
-        (base + 30, "done"),
-        (base + 90, "done"),  # the second of `now`
-    ]
-    queue.record(
+    finish_each(
+        queue,
+        base,
         [
-            outcome(lease, kind, at=when, retry_at=base + 3600 if kind == "retry" else None)
-            for lease, (when, kind) in zip(leases, finished, strict=True)
+            (base - 1, "done"),  # the second before the window
+            (base, "done"),  # its first second
+            (base + 5, "done"),
+            (base + 10.5, "retry"),
+            (base + 20, "dead"),
+            (base + 30, "done"),
+            (base + 90, "done"),  # the second of `now`
         ],
-        owner=OWNER,
         now=base + 90,
     )
 
@@ -510,18 +531,15 @@ def test_finished_per_minute_counts_each_outcome_in_the_second_and_minute_it_fin
     # A failure in the last second of a minute is that minute's, and a delivery finished
     # after `now` (a worker's clock ahead) is not counted yet.
     base = float((int(time.time()) // 60 - 100) * 60)  # a whole minute, 100 minutes ago
-    for n in range(4):
-        publish(queue, "order.created", at=base - 10 + n / 100)
-    leases = take(queue, now=base - 5)
-    finished = [
-        (base + 59, "dead"),  # the last second of the minute `base`
-        (base + 59.5, "done"),
-        (base + 60, "done"),  # the second of `now`
-        (base + 61, "done"),  # after `now`
-    ]
-    queue.record(
-        [outcome(lease, kind, at=at) for lease, (at, kind) in zip(leases, finished, strict=True)],
-        owner=OWNER,
+    finish_each(
+        queue,
+        base,
+        [
+            (base + 59, "dead"),  # the last second of the minute `base`
+            (base + 59.5, "done"),
+            (base + 60, "done"),  # the second of `now`
+            (base + 61, "done"),  # after `now`
+        ],
         now=base + 61,
     )
 
