@@ -15,7 +15,7 @@ from workers import rows
 import evq
 from evq.storage import rules
 from evq.storage.sqlite import SqliteQueue
-from evq.storage.sqlite.schema import SCHEMA_VERSION, _sql, _statement, drop_schema
+from evq.storage.sqlite.schema import SCHEMA_VERSION, _statements_on, drop_schema
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def cursor(queue_path: Path) -> int:
 
 # A script that makes evq_delivery of a file of the current schema as schemas 1 to 3 had it
 # (ids not AUTOINCREMENT), with its rows and one of its indexes: the upgrade must make them all.
-CREATE_DELIVERY = _statement(_sql("schema.sql"), "CREATE TABLE IF NOT EXISTS evq_delivery ")
+CREATE_DELIVERY = _statements_on("evq_delivery")[0]
 DELIVERY_BEFORE_4 = (
     "ALTER TABLE evq_delivery RENAME TO newer;"
     f" {CREATE_DELIVERY.replace(' AUTOINCREMENT', '')};"

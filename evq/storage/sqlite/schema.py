@@ -26,9 +26,8 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
     if version >= SCHEMA_VERSION:
         return
     if version == 0:
-        for statement in _sql("schema.sql").split(";"):
-            if statement.strip():
-                conn.execute(statement)
+        for statement in _schema_statements():
+            conn.execute(statement)
         # Its body holds semicolons: run as a statement of its own.
         conn.execute(_sql("cursor_trigger.sql"))
     if version == 1:
@@ -81,9 +80,9 @@ def _upgrade_3_to_4(conn: sqlite3.Connection) -> None:
     # its id, and a worker's late outcome for it (fenced by id and attempt) could land on
     # the new delivery. SQLite cannot add AUTOINCREMENT to a table: it is made again, with
     # its rows, then its indexes (they went with the old table).
-    schema = _sql("schema.sql")
+    table, *indexes = _statements_on("evq_delivery")
     conn.execute("ALTER TABLE evq_delivery RENAME TO evq_delivery_before_4")
-    conn.execute(_statement(schema, "CREATE TABLE IF NOT EXISTS evq_delivery "))
+    conn.execute(table)
     columns = ", ".join(
         row[1] for row in conn.execute("PRAGMA table_info(evq_delivery_before_4)").fetchall()
     )
@@ -91,14 +90,19 @@ def _upgrade_3_to_4(conn: sqlite3.Connection) -> None:
         f"INSERT INTO evq_delivery ({columns}) SELECT {columns} FROM evq_delivery_before_4"
     )
     conn.execute("DROP TABLE evq_delivery_before_4")
-    for statement in schema.split(";"):
-        if re.search(r"CREATE (UNIQUE )?INDEX IF NOT EXISTS \w+ ON evq_delivery ", statement):
-            conn.execute(statement)
+    for index in indexes:
+        conn.execute(index)
 
 
-def _statement(sql: str, start: str) -> str:
-    """The statement of `sql` that begins with `start`."""
-    return start + sql.split(start, 1)[1].split(";", 1)[0]
+def _schema_statements() -> list[str]:
+    """The statements of schema.sql, in order (each after its comment, without `;`)."""
+    return [statement for statement in _sql("schema.sql").split(";") if statement.strip()]
+
+
+def _statements_on(table: str) -> list[str]:
+    """The statements of schema.sql that make `table`, then its indexes."""
+    found = re.compile(rf"\b(TABLE IF NOT EXISTS|ON) {table} ")
+    return [statement for statement in _schema_statements() if found.search(statement)]
 
 
 def read_older(conn: sqlite3.Connection, version: int) -> None:
