@@ -127,6 +127,10 @@ def evq_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.pop("NO_COLOR", None)
+    if env.get("MUTANT_UNDER_TEST") == "stats":
+        # mutmut's first pass maps tests to functions in its own process; a child would try
+        # to record too, and fails outside mutants/ (tests/MUTATION.md). It runs the code as is.
+        del env["MUTANT_UNDER_TEST"]
     env.update(extra)
     return env
 
