@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -181,3 +182,27 @@ def test_a_server_older_than_6_2_is_refused_in_one_line_naming_the_minimum(
         client.close()
     finally:
         server.kill()
+
+
+def test_a_publish_makes_the_queue_an_inspection_opens_and_refuses_a_newer_evqs_queue(
+    redis_url: str,
+) -> None:
+    import redis
+
+    from evq.publisher import prepare
+    from evq.storage.redis.connection import parse_url
+
+    publisher = open_queue(redis_url)
+    publisher.publish([prepare("order.paid", payload={}, now=time.time())])
+    publisher.close()
+    inspector = open_queue(redis_url, role="inspect", create=False)  # not QueueNotFound
+    assert inspector.status().published == 1
+    inspector.close()
+
+    client = redis.Redis.from_url(os.environ["EVQ_TEST_REDIS_URL"])
+    client.hset(parse_url(redis_url).base + "meta", "version", "99")
+    client.close()
+    newer = open_queue(redis_url)
+    with pytest.raises(StorageError, match=r"written by a newer evq \(layout 99\)"):
+        newer.publish([prepare("order.paid", payload={}, now=time.time())])
+    newer.close()
