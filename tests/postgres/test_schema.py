@@ -5,10 +5,13 @@ version it found."""
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 import pytest
 
 from evq.errors import QueueNotFound, StorageError
+from evq.publisher import prepare
 from evq.storage import open_queue
 from evq.storage.postgres import schema
 from evq.storage.postgres.schema import SCHEMA_VERSION
@@ -81,3 +84,40 @@ def test_migrate_returns_the_version_it_found_none_as_0(empty_schema: Schema) ->
         assert schema.migrate(conn, "here") == 1
         assert schema.migrate(conn, "here") == SCHEMA_VERSION
     assert empty_schema.rows("SELECT version FROM evq_version") == [(SCHEMA_VERSION,)]
+
+
+def test_dropping_the_tables_leaves_the_applications_and_a_schema_that_starts_again_empty(
+    pg: Schema,
+) -> None:
+    """`drop_within` (Django's `migrate evq zero`) drops every table of evq's, only those, in
+    the caller's transaction; `migrate` then makes a queue that starts from nothing."""
+    pg.rows("CREATE TABLE app_order (id integer)")
+    pg.rows("INSERT INTO app_order VALUES (42)")
+    queue = open_queue(pg.url)
+    try:
+        queue.publish([prepare("order.paid", payload={}, now=time.time())])
+    finally:
+        queue.close()
+    tables = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+    evq_tables = {name for (name,) in pg.rows(tables)} - {"app_order"}
+    assert {"evq_event", "evq_delivery", "evq_version"} <= evq_tables
+
+    with psycopg.connect(pg.url) as conn:
+        with conn.cursor() as cursor:
+            schema.drop_within(cursor)
+        conn.rollback()  # the caller's transaction: nothing happens without its commit
+    assert pg.rows("SELECT count(*) FROM evq_event") == [(1,)]
+    with psycopg.connect(pg.url) as conn:
+        with conn.cursor() as cursor:
+            schema.drop_within(cursor)
+
+    assert pg.rows(tables) == [("app_order",)]
+    assert pg.rows("SELECT id FROM app_order") == [(42,)]
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        assert schema.migrate(conn, "here") == 0
+    assert {name for (name,) in pg.rows(tables)} == evq_tables | {"app_order"}
+    queue = open_queue(pg.url, role="read", create=False)
+    try:
+        assert queue.status().published == 0
+    finally:
+        queue.close()
