@@ -107,9 +107,8 @@ def test_dropping_the_tables_leaves_the_applications_and_a_schema_that_starts_ag
             schema.drop_within(cursor)
         conn.rollback()  # the caller's transaction: nothing happens without its commit
     assert pg.rows("SELECT count(*) FROM evq_event") == [(1,)]
-    with psycopg.connect(pg.url) as conn:
-        with conn.cursor() as cursor:
-            schema.drop_within(cursor)
+    with psycopg.connect(pg.url) as conn, conn.cursor() as cursor:
+        schema.drop_within(cursor)
 
     assert pg.rows(tables) == [("app_order",)]
     assert pg.rows("SELECT id FROM app_order") == [(42,)]
