@@ -35,6 +35,15 @@ def test_headers_are_stored_and_shown_with_the_event(queue: Queue) -> None:
     assert listed[without] is None
 
 
+def test_headers_of_an_event_published_now_are_stored(queue: Queue) -> None:
+    """One event published now, due now and without a key: Redis's quickest path (one XADD to
+    its inbox) stores the headers as the others do."""
+    [event_id] = queue.publish([prepare("order.paid", payload={}, headers=HEADERS)])
+    record = queue.event(event_id)
+    assert record is not None
+    assert stored(record.headers) == HEADERS
+
+
 def test_headers_of_a_batch_are_stored_per_event(queue: Queue) -> None:
     [events] = prepare_many(
         [

@@ -29,6 +29,14 @@ def test_a_failed_publish_and_a_failed_read_of_the_inbox_say_so_in_one_line(
         with pytest.raises(StorageError) as published:
             queue.publish([prepare("order.paid", payload={})])
         assert str(published.value) == f"Redis at {address.location} failed to publish: {WRONGTYPE}"
+        # With a key, the publish is the script's, which fails on the same XADD.
+        with pytest.raises(StorageError) as scripted:
+            queue.publish([prepare("order.paid", payload={}, key="order-42")])
+        message = str(scripted.value)
+        assert message.startswith(
+            f"Redis at {address.location} failed to publish: {WRONGTYPE} script: "
+        )
+        assert "\n" not in message
 
         with pytest.raises(StorageError) as read:
             queue.events()
