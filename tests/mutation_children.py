@@ -13,6 +13,10 @@ against the test files `TESTS_FOR` names for its function, and records the verdi
     .venv/bin/python tests/mutation_children.py "evq.worker*"
     .venv/bin/python tests/mutation_children.py --report "evq.worker*"
 
+With `--tests FILE` (repeated for more), any module's unkilled mutants run against the files given: tests that
+run in the process but are outside mutmut's selection (`[tool.mutmut]`, which cannot change
+without resetting every result).
+
 See tests/MUTATION.md. Not part of the test suite (pytest collects only `test_*.py`).
 """
 
@@ -91,13 +95,13 @@ def unkilled(patterns: list[str]) -> list[str]:
     return names
 
 
-def run_one(mutant: str, timeout: float) -> dict[str, object]:
+def run_one(mutant: str, timeout: float, tests: list[str]) -> dict[str, object]:
     env = dict(os.environ, MUTANT_UNDER_TEST=mutant, PY_COLORS="0")
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-n", "0"]
     started = time.monotonic()
     try:
         done = subprocess.run(
-            [*command, *tests_for(mutant)],
+            [*command, *(tests or tests_for(mutant))],
             cwd=MUTANTS,
             env=env,
             capture_output=True,
@@ -117,6 +121,9 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per mutant")
     parser.add_argument("--report", action="store_true", help="print the verdicts, run nothing")
+    parser.add_argument(
+        "--tests", action="append", default=[], help="a test file to run instead of TESTS_FOR's"
+    )
     args = parser.parse_args()
 
     results: dict[str, dict[str, object]] = (
@@ -132,7 +139,7 @@ def main() -> int:
     print(f"{len(names)} mutants not killed in the test's process, {len(todo)} to run")
     with ThreadPoolExecutor(args.jobs) as pool:
         for name, result in zip(
-            todo, pool.map(lambda n: run_one(n, args.timeout), todo), strict=True
+            todo, pool.map(lambda n: run_one(n, args.timeout, args.tests), todo), strict=True
         ):
             results[name] = result
             RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True))

@@ -117,6 +117,48 @@ def test_a_large_batch_with_a_key_skips_an_event_whose_key_is_stored(
     assert pg.rows("SELECT count(*) FROM evq_event") == [(COPY_FROM,)]
 
 
+@pytest.mark.parametrize("given", [True, False], ids=["at-a-given-time", "now"])
+def test_a_stream_of_batches_with_and_without_keys_is_stored_in_order_as_one_publish(
+    pg: Schema, queue: PostgresQueue, given: bool
+) -> None:
+    """`evq publish --jsonl`'s path: runs of batches without keys stream in with COPY, a batch
+    with keys goes through the INSERT that skips a stored key; ids and rows in the stream's
+    order, each delay from the given time or from the server's clock."""
+    # An hour behind the server when not given: every due time would be in the past.
+    at = 1000.0 if given else time.time() - 3600.0
+    (stored,) = queue.publish([_events(1, at=at, prefix="old")[0]._replace(key="order-1")])
+    keyed = _events(2, at=at, prefix="k")
+    keyed = [keyed[0]._replace(key="order-1"), keyed[1]._replace(key="order-2", due_at=at + 30)]
+    batches = [
+        _events(COPY_FROM, at=at, prefix="a"),
+        _events(2, at=at, delay=0.5, prefix="b"),  # half a second is a delay too
+        keyed,
+        _events(3, at=at, prefix="c"),
+    ]
+
+    ids = queue.publish_stream(iter(batches), now=at if given else None)
+
+    expected = [e.id for e in batches[0] + batches[1]] + [stored, "k000001"]
+    assert ids == [*expected, *(e.id for e in batches[3])]
+    rows = pg.rows("SELECT id, key, due_at FROM evq_event ORDER BY seq")
+    assert [row[:2] for row in rows] == (
+        [("old000000", "order-1")]
+        + [(e.id, None) for e in batches[0] + batches[1]]
+        + [("k000001", "order-2")]
+        + [(e.id, None) for e in batches[3]]
+    )
+    delays = {row[0]: row[2] - rows[1][2] for row in rows[1:]}  # from the first's due time
+    assert all(0.45 <= delays[e.id] <= 0.55 for e in batches[1]), delays
+    assert 29.0 <= delays["k000001"] <= 31.0, delays
+    undelayed = {e.id for e in batches[0] + batches[3]}
+    assert all(0.0 <= delays[i] <= 1.0 for i in undelayed), delays
+    if given:
+        assert rows[1][2] == at
+    else:
+        ((server_now,),) = pg.rows("SELECT extract(epoch FROM clock_timestamp())::float8")
+        assert server_now - 60.0 < rows[1][2] <= server_now
+
+
 def test_a_large_batch_wakes_listeners_when_it_commits(pg: Schema, queue: PostgresQueue) -> None:
     with psycopg.connect(pg.url, autocommit=True) as listener:
         listener.execute("LISTEN evq_wakeup")
