@@ -13,9 +13,9 @@ against the test files `TESTS_FOR` names for its function, and records the verdi
     .venv/bin/python tests/mutation_children.py "evq.worker*"
     .venv/bin/python tests/mutation_children.py --report "evq.worker*"
 
-With `--tests FILE` (repeated for more), any module's unkilled mutants run against the files given: tests that
-run in the process but are outside mutmut's selection (`[tool.mutmut]`, which cannot change
-without resetting every result).
+With `--tests FILE` (repeated for more), any module's unkilled mutants run against the files
+given instead: tests outside mutmut's selection (`[tool.mutmut]`, which cannot change without
+resetting every result).
 
 See tests/MUTATION.md. Not part of the test suite (pytest collects only `test_*.py`).
 """
