@@ -7,7 +7,7 @@ Those tests do run the mutant when started from `mutants/`: their children impor
 there (`evq_env` puts the tests' root first on PYTHONPATH) and inherit `MUTANT_UNDER_TEST`,
 which switches the mutant on. This script does that for each such mutant of a mutmut run,
 against the test files `TESTS_FOR` names for its function, and records the verdicts in
-`mutants/children.json` (resumable: a mutant with a verdict is not run again).
+`mutants/children.json` (resumable: a mutant with a verdict from the same tests is not run again).
 
     .venv/bin/mutmut run "evq.worker*"                 # first, in the test's process
     .venv/bin/python tests/mutation_children.py "evq.worker*"
@@ -97,11 +97,12 @@ def unkilled(patterns: list[str]) -> list[str]:
 
 def run_one(mutant: str, timeout: float, tests: list[str]) -> dict[str, object]:
     env = dict(os.environ, MUTANT_UNDER_TEST=mutant, PY_COLORS="0")
+    files = tests or tests_for(mutant)
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-n", "0"]
     started = time.monotonic()
     try:
         done = subprocess.run(
-            [*command, *(tests or tests_for(mutant))],
+            [*command, *files],
             cwd=MUTANTS,
             env=env,
             capture_output=True,
@@ -109,10 +110,11 @@ def run_one(mutant: str, timeout: float, tests: list[str]) -> dict[str, object]:
             timeout=timeout,
         )
     except subprocess.TimeoutExpired:
-        return {"verdict": "timeout", "seconds": round(time.monotonic() - started)}
+        return {"verdict": "timeout", "tests": files, "seconds": round(time.monotonic() - started)}
     failed = [line[7:] for line in done.stdout.splitlines() if line.startswith("FAILED ")]
     verdict = {0: "survived", 1: "killed"}.get(done.returncode, f"exit {done.returncode}")
-    return {"verdict": verdict, "by": failed[:1], "seconds": round(time.monotonic() - started)}
+    seconds = round(time.monotonic() - started)
+    return {"verdict": verdict, "by": failed[:1], "tests": files, "seconds": seconds}
 
 
 def main() -> int:
@@ -135,7 +137,12 @@ def main() -> int:
             result = results.get(name, {"verdict": "not run"})
             print(f"{result['verdict']:9} {name} {' '.join(result.get('by', []))}")  # type: ignore[arg-type]
         return 0
-    todo = [name for name in names if name not in results]
+    # A verdict stands for the tests it was run against: other tests run it again.
+    todo = [
+        name
+        for name in names
+        if results.get(name, {}).get("tests") != (args.tests or tests_for(name))
+    ]
     print(f"{len(names)} mutants not killed in the test's process, {len(todo)} to run")
     with ThreadPoolExecutor(args.jobs) as pool:
         for name, result in zip(

@@ -9,6 +9,7 @@ import json
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,63 @@ def test_a_retry_is_logged_with_its_duration_and_the_wait_its_receiver_asked_for
         "retry_in_seconds": 30.0,
         "error": "Retry: not yet",
     }
+
+
+def handled(event: evq.Event, /) -> None:
+    pass
+
+
+def declined(event: evq.Event, /) -> None:
+    raise ValueError("card declined")
+
+
+@pytest.mark.parametrize(
+    ("receiver", "kind", "level", "text"),
+    [
+        (handled, "done", "INFO", "done     {where} in {ms} ms"),
+        (declined, "dead", "ERROR", "dead     {where} in {ms} ms: ValueError: card declined"),
+    ],
+    ids=["done", "dead"],
+)
+def test_a_done_and_a_dead_delivery_are_logged_with_their_duration_and_fields(
+    queue_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    receiver: Callable[[evq.Event], None],
+    kind: str,
+    level: str,
+    text: str,
+) -> None:
+    evq.subscribe("order.*", receiver=receiver, retries=0)
+    event_id = evq.publish("order.created", payload={})
+    with caplog.at_level(logging.INFO, logger="evq.worker"):
+        create_consumer(WorkerOptions(url=str(queue_path), burst=True)).run()
+
+    ((delivery,),) = [event.deliveries for event in stored_events(str(queue_path))]
+    (attempt,) = delivery.history
+    assert (delivery.state, attempt.outcome) == (kind, kind)
+    assert attempt.started_at is not None
+    took = attempt.finished_at - attempt.started_at
+    name = f"{receiver.__module__}:{receiver.__qualname__}"
+    where = f"order.created {event_id} -> {name} (attempt 1)"
+    (record,) = [r for r in caplog.records if hasattr(r, "delivery")]
+    assert (record.levelname, record.getMessage()) == (
+        level,
+        text.format(where=where, ms=f"{took * 1000:.1f}"),
+    )
+    fields = dict(record.delivery)
+    expected: dict[str, object] = {
+        "outcome": kind,
+        "event_id": event_id,
+        "event_name": "order.created",
+        "receiver": name,
+        "delivery_id": delivery.id,
+        "attempt": 1,
+        "duration_seconds": round(took, 6),
+    }
+    if kind == "dead":
+        assert fields.pop("traceback").startswith("Traceback (most recent call last):")
+        expected["error"] = "ValueError: card declined"
+    assert fields == expected
 
 
 def test_the_housekeeper_records_its_worker_and_prunes_only_what_retention_allows(
