@@ -196,3 +196,37 @@ def test_inspecting_a_queue_that_may_be_created_opens_a_new_one(tmp_path: Path) 
     queue = open_queue(str(tmp_path / "new.db"), role="inspect", create=True)
 
     assert queue.status().published == 0
+
+
+def test_a_damaged_file_is_refused_by_check_naming_what_sqlite_found(queue_path: Path) -> None:
+    """`check` (a worker's start) reads every page: damage past the first page, which
+    opening the file does not read, is refused with SQLite's own findings and what to do."""
+    import sqlite3
+
+    from evq.errors import QueueUnusable
+
+    queue = open_queue(str(queue_path))
+    for _ in range(40):
+        queue.publish([evq.publisher.prepare("order.paid", payload={"pad": "x" * 2000})])
+    queue.close()
+    page = 4096
+    data = bytearray(queue_path.read_bytes())
+    assert len(data) > 20 * page  # WAL checkpointed into the file when the last handle closed
+    for number in (8, 12, 16):  # leaf pages of the events' table, past the schema's
+        data[number * page + 8 : number * page + 200] = b"\xa5" * 192
+    queue_path.write_bytes(bytes(data))
+    with sqlite3.connect(queue_path) as conn:
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+    conn.close()
+    assert len(problems) >= 2 and problems != ["ok"]
+
+    damaged = open_queue(str(queue_path), role="work")
+    try:
+        with pytest.raises(QueueUnusable) as caught:
+            damaged.check()
+    finally:
+        damaged.close()
+    assert str(caught.value) == (
+        f"the queue {str(queue_path)!r} is damaged ({'; '.join(problems)}): restore it from"
+        " a backup, or recover what is left with sqlite3's .recover"
+    )
