@@ -69,6 +69,9 @@ def handled(event: evq.Event, /) -> None:
     pass
 
 
+HANDLED = f"{handled.__module__}:{handled.__qualname__}"
+
+
 def declined(event: evq.Event, /) -> None:
     raise ValueError("card declined")
 
@@ -120,6 +123,93 @@ def test_a_done_and_a_dead_delivery_are_logged_with_their_duration_and_fields(
         assert fields.pop("traceback").startswith("Traceback (most recent call last):")
         expected["error"] = "ValueError: card declined"
     assert fields == expected
+
+
+def test_a_delivery_whose_payload_is_damaged_is_logged_dead_without_a_duration(
+    queue_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Never run, so not timed: the line and the fields have no duration.
+    evq.subscribe("order.*", receiver=handled)
+    event_id = evq.publish("order.created", payload={})
+    with sqlite3.connect(queue_path) as conn:
+        conn.execute("UPDATE evq_event SET payload = '{not json'")
+    conn.close()
+    with caplog.at_level(logging.INFO, logger="evq.worker"):
+        create_consumer(WorkerOptions(url=str(queue_path), burst=True)).run()
+
+    ((delivery,),) = [event.deliveries for event in stored_events(str(queue_path))]
+    assert delivery.state == "dead" and delivery.last_error is not None
+    assert delivery.last_error.startswith("stored payload is not valid JSON: ")
+    (record,) = [r for r in caplog.records if hasattr(r, "delivery")]
+    where = f"order.created {event_id} -> {HANDLED} (attempt 1)"
+    assert (record.levelname, record.getMessage()) == (
+        "ERROR",
+        f"dead     {where}: {delivery.last_error}",
+    )
+    assert record.delivery == {
+        "outcome": "dead",
+        "event_id": event_id,
+        "event_name": "order.created",
+        "receiver": HANDLED,
+        "delivery_id": delivery.id,
+        "attempt": 1,
+        "error": delivery.last_error,
+    }
+
+
+def soon(event: evq.Event, /) -> None:
+    raise evq.Retry("in a moment", delay=0.4567)
+
+
+def test_a_retry_within_a_second_is_logged_to_the_millisecond(
+    queue_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    evq.subscribe("order.*", receiver=soon)
+    evq.publish("order.created", payload={})
+    with caplog.at_level(logging.INFO, logger="evq.worker"):
+        create_consumer(WorkerOptions(url=str(queue_path), burst=True)).run()
+
+    record = next(r for r in caplog.records if hasattr(r, "delivery"))
+    assert record.getMessage().endswith(": Retry: in a moment; next attempt in 0.5 s")
+    assert record.delivery["retry_in_seconds"] == 0.457
+
+
+interrupted: list[str] = []
+
+
+def interrupted_once(event: evq.Event, /) -> None:
+    if not interrupted:
+        interrupted.append(event.id)
+        raise KeyboardInterrupt  # as huey stops a worker's thread mid-attempt
+
+
+def test_an_attempt_the_stop_interrupts_is_logged_released_and_runs_again(
+    queue_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    interrupted.clear()
+    evq.subscribe("order.*", receiver=interrupted_once)
+    event_id = evq.publish("order.created", payload={})
+    with caplog.at_level(logging.INFO, logger="evq.worker"):
+        create_consumer(WorkerOptions(url=str(queue_path), burst=True)).run()
+
+    ((delivery,),) = [event.deliveries for event in stored_events(str(queue_path))]
+    assert delivery.state == "done"
+    name = f"{interrupted_once.__module__}:{interrupted_once.__qualname__}"
+    released, done = [r for r in caplog.records if hasattr(r, "delivery")]
+    assert (released.levelname, released.getMessage()) == (
+        "WARNING",
+        f"released order.created {event_id} -> {name} (attempt 1): the worker is stopping",
+    )
+    assert released.delivery.pop("duration_seconds") >= 0.0
+    assert released.delivery == {
+        "outcome": "release",
+        "event_id": event_id,
+        "event_name": "order.created",
+        "receiver": name,
+        "delivery_id": delivery.id,
+        "attempt": 1,
+    }
+    assert done.delivery["outcome"] == "done"
 
 
 def test_the_housekeeper_records_its_worker_and_prunes_only_what_retention_allows(
