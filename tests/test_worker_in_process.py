@@ -19,6 +19,7 @@ from contract.steps import every_state
 import evq
 import evq.worker
 from evq.storage import open_queue
+from evq.storage.contract import DeliveryRecord, Lease
 from evq.worker import WorkerOptions, create_consumer
 
 DAY = 86400.0
@@ -351,3 +352,46 @@ def test_a_lease_transaction_grows_back_to_the_whole_prefetch_once_writes_work_a
     for _ in range(40):
         sizes.grow()
     assert (sizes.leases, sizes.dispatch) == (prefetch, _TransactionSizes.DISPATCH)
+
+
+def deliveries_by_event(queue_path: Path) -> dict[str, DeliveryRecord]:
+    return {event.id: event.deliveries[0] for event in stored_events(str(queue_path))}
+
+
+def test_huey_gets_each_leased_delivery_as_a_json_message_named_by_its_delivery_and_attempt(
+    queue_path: Path,
+) -> None:
+    # huey's storage interface: `dequeue()` hands over JSON (EvqHuey takes the message itself).
+    evq.subscribe("order.*", receiver=later)
+    event_id = evq.publish("order.created", payload={})
+    storage = create_consumer(WorkerOptions(url=str(queue_path))).huey.storage
+    data = storage.dequeue()
+    assert data is not None
+    message = storage.serializer.deserialize(data)
+    (delivery,) = deliveries_by_event(queue_path).values()
+    assert (message.id, message.name, message.args) == (f"{delivery.id}.1", storage.task_name, ())
+    lease = Lease(**message.kwargs)
+    assert (lease.event_id, lease.delivery_id, lease.attempt) == (event_id, delivery.id, 1)
+    assert storage.dequeue() is None  # nothing else is due
+    storage.release_running()
+    storage.close()
+
+
+def test_huey_cannot_enqueue_into_an_evq_queue(queue_path: Path) -> None:
+    evq.subscribe("order.*", receiver=later)
+    storage = create_consumer(WorkerOptions(url=str(queue_path))).huey.storage
+    with pytest.raises(NotImplementedError) as raised:
+        storage.enqueue(b"{}")
+    assert str(raised.value) == "evq publishes events with evq.publish(), not huey.enqueue()"
+    storage.close()
+
+
+def test_a_leased_delivery_is_held_by_the_worker_that_leased_it(queue_path: Path) -> None:
+    evq.subscribe("order.*", receiver=later)
+    evq.publish("order.created", payload={})
+    storage = create_consumer(WorkerOptions(url=str(queue_path))).huey.storage
+    assert storage.dequeue_message() is not None
+    (delivery,) = deliveries_by_event(queue_path).values()
+    assert (delivery.state, delivery.worker) == ("running", storage.owner)
+    storage.release_running()
+    storage.close()
