@@ -19,7 +19,7 @@ from contract.steps import every_state
 import evq
 import evq.worker
 from evq.storage import open_queue
-from evq.storage.contract import DeliveryRecord, Lease
+from evq.storage.contract import DeliveryRecord, Lease, Outcome
 from evq.worker import WorkerOptions, create_consumer
 
 DAY = 86400.0
@@ -394,4 +394,74 @@ def test_a_leased_delivery_is_held_by_the_worker_that_leased_it(queue_path: Path
     (delivery,) = deliveries_by_event(queue_path).values()
     assert (delivery.state, delivery.worker) == ("running", storage.owner)
     storage.release_running()
+    storage.close()
+
+
+def elsewhere(event: evq.Event, /) -> None:
+    pass
+
+
+def test_a_burst_is_not_finished_while_a_delivery_it_may_run_is_due_or_held(
+    queue_path: Path,
+) -> None:
+    evq.subscribe("order.*", receiver=later)
+    evq.subscribe("invoice.*", receiver=elsewhere)
+    options = WorkerOptions(url=str(queue_path), burst=True, receivers=(RECEIVER,))
+    storage = create_consumer(options).huey.storage
+    evq.publish("invoice.sent", payload={})
+    # Fanned out by the worker, but due for a receiver it does not run.
+    assert storage.dequeue_message() is None
+    assert storage.burst_finished()
+    evq.publish("order.created", payload={})
+    evq.publish("order.created", payload={})
+    assert not storage.burst_finished()  # due, not leased yet
+    assert storage.dequeue_message() is not None  # one running, one prefetched
+    assert not storage.burst_finished()
+    storage.release_unstarted()
+    storage.release_running()
+    storage.close()
+
+
+def test_a_thread_worker_that_stops_leaves_the_attempts_of_other_threads_running(
+    queue_path: Path,
+) -> None:
+    # Only a process worker (one thread) gives back what it holds as running when it stops.
+    evq.subscribe("order.*", receiver=later)
+    evq.publish("order.created", payload={})
+    consumer = create_consumer(WorkerOptions(url=str(queue_path), workers=2))
+    storage = consumer.huey.storage
+    assert storage.dequeue_message() is not None  # another thread's attempt, still running
+    consumer._create_worker().shutdown()
+    (delivery,) = deliveries_by_event(queue_path).values()
+    assert (delivery.state, delivery.worker, delivery.history) == ("running", storage.owner, ())
+    storage.release_running()
+    storage.close()
+
+
+def test_an_outcome_that_cannot_be_written_is_dropped_with_an_error_and_the_worker_goes_on(
+    queue_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One bad outcome must not stop the process: dropped, its delivery runs again once its
+    # lease expires (a duplicate, not a loss).
+    evq.subscribe("order.*", receiver=later)
+    evq.publish("order.created", payload={})
+    storage = create_consumer(WorkerOptions(url=str(queue_path))).huey.storage
+    message = storage.dequeue_message()
+    assert message is not None
+    lease = Lease(**message.kwargs)
+    storage.finished(Outcome(lease, "bogus", time.time(), time.time()))  # type: ignore[arg-type]
+    with (
+        caplog.at_level(logging.ERROR, logger="evq.worker"),
+        pytest.raises(ValueError, match="unknown outcome kind 'bogus'") as raised,
+    ):
+        storage.dequeue_message()
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "ERROR",
+            f"could not record 1 outcomes ({raised.value}); their deliveries will run again",
+        )
+    ]
+    assert storage.dequeue_message() is None  # the bad outcome is gone; nothing else is due
+    (delivery,) = deliveries_by_event(queue_path).values()
+    assert (delivery.state, delivery.history) == ("running", ())
     storage.close()
