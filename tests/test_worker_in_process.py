@@ -20,6 +20,7 @@ import evq
 import evq.worker
 from evq.storage import open_queue
 from evq.storage.contract import DeliveryRecord, Lease, Outcome
+from evq.storage.sqlite import connection
 from evq.worker import WorkerOptions, create_consumer
 
 DAY = 86400.0
@@ -465,3 +466,71 @@ def test_an_outcome_that_cannot_be_written_is_dropped_with_an_error_and_the_work
     (delivery,) = deliveries_by_event(queue_path).values()
     assert (delivery.state, delivery.history) == ("running", ())
     storage.close()
+
+
+def test_an_outcome_is_written_with_the_next_lease_not_on_its_own_while_the_batch_lasts(
+    queue_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One transaction records a batch's outcomes and takes the next batch; only a batch that
+    # lasts longer than FLUSH_SECONDS (here a minute) has its outcomes written before it ends.
+    monkeypatch.setattr(evq.worker, "FLUSH_SECONDS", 60.0)
+    evq.subscribe("order.*", receiver=handled)
+    first, second = (evq.publish("order.created", payload={"n": n}) for n in range(2))
+    huey = create_consumer(WorkerOptions(url=str(queue_path))).huey
+    huey.execute(huey.dequeue())  # both leased, the first run
+    task = huey.dequeue()  # the second, from the prefetched batch
+    assert deliveries_by_event(queue_path)[first].state == "running"
+    huey.execute(task)
+    assert huey.dequeue() is None  # the batch is over: both outcomes written, nothing leased
+    deliveries = deliveries_by_event(queue_path)
+    assert [deliveries[event_id].state for event_id in (first, second)] == ["done", "done"]
+    huey.storage.close()
+
+
+@pytest.mark.parametrize("batch_lasts", [False, True], ids=["next lease", "batch lasts"])
+def test_outcomes_a_locked_file_kept_from_being_written_are_written_once_it_is_free(
+    queue_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    batch_lasts: bool,
+) -> None:
+    # A write that fails for a while (here the file locked by another connection) keeps the
+    # outcomes for the next try: written with the next lease, or by the flush of a batch that
+    # lasts (every time, here). The outage is logged when it starts and when it is over.
+    monkeypatch.setattr(connection, "BUSY_TIMEOUT_MS", 10)  # fail at once, not after minutes
+    monkeypatch.setattr(connection, "_WRITE_DEADLINE_SECONDS", 0.0)
+    monkeypatch.setattr(evq.worker, "FLUSH_SECONDS", -1.0)
+    evq.subscribe("order.*", receiver=handled)
+    ids = [evq.publish("order.created", payload={"n": n}) for n in range(2 if batch_lasts else 1)]
+    consumer = create_consumer(WorkerOptions(url=str(queue_path)))
+    storage = consumer.huey.storage
+    worker = consumer._create_worker()
+    consumer.stop_flag.set()  # the worker's waits return at once
+    worker.loop()  # the first delivery runs; its outcome waits to be written
+    blocker = sqlite3.connect(queue_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    with caplog.at_level(logging.WARNING, logger="evq.worker"):
+        worker.loop()  # cannot write
+        blocker.execute("ROLLBACK")
+        worker.loop()  # writes it (and runs the second delivery, if any)
+        storage.outage.ended()
+    storage.release_unstarted()
+    storage.close()
+    blocker.close()
+
+    assert [(r.levelname, r.getMessage().split(" after ")[0]) for r in caplog.records] == [
+        (
+            "ERROR",
+            f"cannot use the queue: cannot write the queue {str(queue_path)!r}: database is"
+            " locked; retrying with backoff",
+        ),
+        ("WARNING", "the queue works again"),
+    ]
+    deliveries = deliveries_by_event(queue_path)
+    for event_id in ids:
+        (attempt,) = deliveries[event_id].history
+        assert (deliveries[event_id].state, attempt.outcome, attempt.worker) == (
+            "done",
+            "done",
+            storage.owner,
+        )
