@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import stored_events
-from contract.steps import every_state
+from contract.steps import every_state, routing_for
 
 import evq
 import evq.worker
@@ -534,3 +534,71 @@ def test_outcomes_a_locked_file_kept_from_being_written_are_written_once_it_is_f
             "done",
             storage.owner,
         )
+
+
+def test_leases_a_stopping_worker_cannot_give_back_are_left_to_expire_with_an_error_line(
+    queue_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(connection, "BUSY_TIMEOUT_MS", 10)  # fail at once, not after minutes
+    monkeypatch.setattr(connection, "_WRITE_DEADLINE_SECONDS", 0.0)
+    evq.subscribe("order.*", receiver=later)
+    evq.publish("order.created", payload={})
+    storage = create_consumer(WorkerOptions(url=str(queue_path))).huey.storage
+    assert storage.dequeue_message() is not None
+    blocker = sqlite3.connect(queue_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    with caplog.at_level(logging.WARNING, logger="evq.worker"):
+        storage.release_running()  # stopping anyway: no exception
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    storage.close()
+
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "ERROR",
+            f"could not give back 1 leases (cannot write the queue {str(queue_path)!r}:"
+            " database is locked); they will expire",
+        )
+    ]
+    (delivery,) = deliveries_by_event(queue_path).values()
+    assert (delivery.state, delivery.worker) == ("running", storage.owner)
+
+
+def test_deliveries_a_lease_makes_dead_letters_are_counted_in_a_warning(
+    queue_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = open_queue(str(queue_path))
+    evq.publish("order.created", payload={})
+    evq.publish("order.created", payload={})
+    queue.lease(routing_for("shop:gone", pattern="order.*"), owner="earlier", limit=0)  # fan out
+    queue.close()
+    evq.subscribe("order.*", receiver=later)  # this worker runs `later` alone
+    storage = create_consumer(WorkerOptions(url=str(queue_path))).huey.storage
+    with caplog.at_level(logging.WARNING, logger="evq.worker"):
+        assert storage.dequeue_message() is None
+    storage.close()
+
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "2 deliveries became dead letters (see `evq dlq list`)")
+    ]
+
+
+def test_a_delivery_whose_row_cannot_travel_as_json_becomes_a_dead_letter_at_once(
+    queue_path: Path,
+) -> None:
+    # A damaged row (a publish time that is no number): never a lease held and renewed for ever.
+    evq.subscribe("order.*", receiver=handled)
+    broken = evq.publish("order.created", payload={})
+    with sqlite3.connect(queue_path) as conn:
+        conn.execute("UPDATE evq_event SET published_at = x'00ff' WHERE id = ?", (broken,))
+    conn.close()
+    storage = create_consumer(WorkerOptions(url=str(queue_path))).huey.storage
+    assert storage.dequeue_message() is None
+    assert storage.dequeue_message() is None  # writes the dead letter with the next lease
+    storage.close()
+
+    (delivery,) = deliveries_by_event(queue_path).values()
+    error = "cannot deliver: TypeError: Object of type bytes is not JSON serializable"
+    assert (delivery.state, delivery.last_error, delivery.failures) == ("dead", error, 0)
+    assert delivery.traceback is not None
+    assert delivery.traceback.startswith("Traceback (most recent call last):")

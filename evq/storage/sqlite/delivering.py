@@ -64,7 +64,12 @@ def next_due(conn: sqlite3.Connection, receivers: frozenset[str] | None = None) 
     ).fetchone()
     if _has_damaged_due_times(conn):
         return 0.0  # due at once, to become a dead letter (see `lease`)
-    return None if row[0] is None else float(row[0])
+    due = row[0]
+    if due is not None and type(due) not in (int, float):
+        # An event to fan out whose publish time was damaged into text or bytes (numbers sort
+        # first, so all of them were): due at once, fanned out, its deliveries dead letters.
+        return 0.0
+    return None if due is None else float(due)
 
 
 # The deliveries of the receivers a worker selected (`Routing.selected`), given as JSON.
