@@ -11,6 +11,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import stored_events
@@ -602,3 +603,83 @@ def test_a_delivery_whose_row_cannot_travel_as_json_becomes_a_dead_letter_at_onc
     assert (delivery.state, delivery.last_error, delivery.failures) == ("dead", error, 0)
     assert delivery.traceback is not None
     assert delivery.traceback.startswith("Traceback (most recent call last):")
+
+
+def test_a_full_queue_halves_a_lease_transaction_in_whole_numbers() -> None:
+    # Each size is a LIMIT of the next lease transaction: halved, rounded down, never a float
+    # (a LIMIT of 3.5 or 128.0 is an error on some backends).
+    sizes = evq.worker._TransactionSizes(7)
+    shrunk = []
+    for _ in range(9):
+        sizes.shrink()
+        shrunk.append((sizes.leases, sizes.dispatch))
+    assert shrunk == [
+        (3, 128),
+        (1, 64),
+        (1, 32),
+        (1, 16),
+        (1, 8),
+        (1, 4),
+        (1, 2),
+        (1, 1),
+        (1, 1),
+    ]
+    assert {type(size) for pair in shrunk for size in pair} == {int}
+
+
+@pytest.mark.parametrize(
+    ("damage", "error"),
+    [
+        ("X'00'", "TypeError: Object of type bytes is not JSON serializable"),
+        ("9e999", "ValueError: Out of range float values are not JSON compliant"),
+    ],
+    ids=["bytes", "infinity"],
+)
+def test_an_event_value_json_cannot_carry_makes_a_dead_letter_that_says_why(
+    queue_path: Path, damage: str, error: str
+) -> None:
+    # A damaged row (its publish time here) cannot travel in a huey message: a dead letter
+    # with json's own words, never a lease held for ever.
+    evq.subscribe("order.*", receiver=handled)
+    evq.publish("order.created", payload={})
+    create_consumer(WorkerOptions(url=str(queue_path), burst=True)).run()
+    with sqlite3.connect(queue_path) as conn:
+        conn.execute(f"UPDATE evq_event SET published_at = {damage}")
+        conn.execute("UPDATE evq_delivery SET state = 'pending', due_at = 0")
+    conn.close()
+    create_consumer(WorkerOptions(url=str(queue_path), burst=True)).run()
+
+    ((delivery,),) = [event.deliveries for event in stored_events(str(queue_path))]
+    assert (delivery.state, delivery.last_error) == ("dead", f"cannot deliver: {error}")
+
+
+# What `watched` sees: the consumer that runs it, and the ids of the tasks in flight.
+_watched: dict[str, Any] = {}
+
+
+def watched(event: evq.Event, /) -> None:
+    tasks = _watched["consumer"].huey._tasks_in_flight
+    _watched["in_flight"].append([task.id for task in tasks])
+
+
+def test_an_attempt_is_in_flight_while_it_runs_and_its_outcome_goes_to_the_listeners(
+    queue_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # huey interrupts a process worker only while a task is in flight; metrics listen to the
+    # outcomes.
+    evq.subscribe("order.*", receiver=watched)
+    evq.publish("order.created", payload={})
+    consumer = create_consumer(WorkerOptions(url=str(queue_path), burst=True))
+    in_flight: list[list[str]] = []
+    monkeypatch.setitem(_watched, "consumer", consumer)
+    monkeypatch.setitem(_watched, "in_flight", in_flight)
+    heard: list[evq.worker.Outcome] = []
+    consumer.huey.outcome_listeners.append(heard.append)
+    consumer.run()
+
+    ((delivery,),) = [event.deliveries for event in stored_events(str(queue_path))]
+    assert in_flight == [[f"{delivery.id}.1"]]
+    assert consumer.huey._tasks_in_flight == set()
+    assert [(o.kind, o.lease.delivery_id, o.lease.attempt) for o in heard] == [
+        ("done", delivery.id, 1)
+    ]
