@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from conftest import stored_events
 from contract.steps import every_state, routing_for
+from workers import rows, wait_until
 
 import evq
 import evq.worker
@@ -683,3 +684,94 @@ def test_an_attempt_is_in_flight_while_it_runs_and_its_outcome_goes_to_the_liste
     assert [(o.kind, o.lease.delivery_id, o.lease.attempt) for o in heard] == [
         ("done", delivery.id, 1)
     ]
+
+
+def _held_leases(queue_path: Path) -> dict[str, float]:
+    return dict(rows(queue_path, "SELECT id, due_at FROM evq_delivery WHERE state = 'running'"))
+
+
+def _renewed(
+    queue_path: Path, leased: dict[str, float], *, changed: bool = False
+) -> dict[str, float] | None:
+    """The held leases, once each of `leased` has been renewed, or with `changed` once each
+    has a new expiry, whatever it is (None until then)."""
+    held = _held_leases(queue_path)
+    if held.keys() != leased.keys():
+        return None
+    if all(held[i] != leased[i] if changed else held[i] > leased[i] for i in held):
+        return held
+    return None
+
+
+def test_the_lease_heartbeat_renews_every_held_lease_before_the_shortest_one_expires(
+    queue_path: Path,
+) -> None:
+    # The worker's lease is ten minutes, but this receiver's (a little longer than its
+    # timeout) is 1.05 s: the heartbeat must beat for the shortest. Held: the running attempt,
+    # the prefetched ones, and a finished one whose outcome waits for the next lease.
+    evq.subscribe("order.*", receiver=later, timeout=0.05)
+    for n in range(3):
+        evq.publish("order.created", payload={"n": n})
+    storage = create_consumer(WorkerOptions(url=str(queue_path), lease_seconds=600)).huey.storage
+    first = storage.dequeue_message()
+    second = storage.dequeue_message()
+    assert first is not None and second is not None
+    lease = evq.worker.Lease(**first.kwargs)
+    storage.finished(evq.worker.Outcome(lease, "done", time.time(), time.time()))
+    leased = _held_leases(queue_path)
+    assert len(leased) == 3
+
+    renewed = wait_until(lambda: _renewed(queue_path, leased, changed=True), timeout=10)
+    # Extended, by a renewal (at `due_at - 1.05` of the new lease) while the old one still held.
+    assert {i: leased[i] < due < leased[i] + 1.05 for i, due in renewed.items()} == dict.fromkeys(
+        leased, True
+    )
+    # A daemon: a process worker exits without waiting for it.
+    heartbeat = storage._heartbeat
+    assert heartbeat is not None
+    assert (heartbeat.name, heartbeat.daemon) == ("evq-lease-heartbeat", True)
+    storage.release_unstarted()
+    storage.release_running()
+    storage.close()
+
+
+class _FailingRenewals:
+    """The worker's queue, but its next renewals fail with `errors`, one each."""
+
+    def __init__(self, queue: Any, errors: list[Exception]) -> None:
+        self._queue = queue
+        self._errors = errors
+
+    def renew(self, leases: Any) -> int:
+        if self._errors:
+            raise self._errors.pop(0)
+        result: int = self._queue.renew(leases)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
+
+
+def test_the_lease_heartbeat_logs_a_failed_renewal_and_goes_on_renewing(
+    queue_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Without the heartbeat, a long receiver's delivery would be taken by another worker: an
+    # outage (one line for all of it) or a bug of evq's (a traceback) must not stop it.
+    evq.subscribe("order.*", receiver=later, timeout=0.05)
+    evq.publish("order.created", payload={})
+    storage = create_consumer(WorkerOptions(url=str(queue_path), lease_seconds=600)).huey.storage
+    errors: list[Exception] = [evq.errors.StorageError("disk I/O error"), KeyError("bug")]
+    monkeypatch.setattr(storage, "queue", _FailingRenewals(storage.queue, errors))
+    caplog.set_level(logging.INFO, logger="evq.worker")
+    assert storage.dequeue_message() is not None
+    leased = _held_leases(queue_path)
+
+    wait_until(lambda: _renewed(queue_path, leased), timeout=10)
+    assert errors == []
+    lines = [(r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    assert lines[:2] == [
+        ("cannot use the queue: disk I/O error; retrying with backoff", False),
+        ("could not renew leases", True),
+    ]
+    storage.release_running()
+    storage.close()
