@@ -8,6 +8,7 @@ this module only fetches and stores.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -65,11 +66,13 @@ def next_due(conn: sqlite3.Connection, receivers: frozenset[str] | None = None) 
     if _has_damaged_due_times(conn):
         return 0.0  # due at once, to become a dead letter (see `lease`)
     due = row[0]
-    if due is not None and type(due) not in (int, float):
-        # An event to fan out whose publish time was damaged into text or bytes (numbers sort
-        # first, so all of them were): due at once, fanned out, its deliveries dead letters.
+    if due is None:
+        return None
+    if type(due) not in (int, float) or not math.isfinite(due):
+        # An event's publish time damaged into text, bytes or an infinity: due at once, so
+        # that it is fanned out and its deliveries become dead letters (see `lease`).
         return 0.0
-    return None if due is None else float(due)
+    return float(due)
 
 
 # The deliveries of the receivers a worker selected (`Routing.selected`), given as JSON.
