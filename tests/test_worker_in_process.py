@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import stored_events
-from contract.steps import every_state, routing_for
+from conftest import delivery_states, stored_events
+from contract.steps import every_state, finish, outcome, publish, routing_for, take
 from workers import rows, wait_until
 
 import evq
@@ -23,7 +23,7 @@ import evq.worker
 from evq.storage import open_queue
 from evq.storage.contract import DeliveryRecord, Lease, Outcome
 from evq.storage.sqlite import connection
-from evq.worker import WorkerOptions, create_consumer
+from evq.worker import DeliveryConsumer, WorkerOptions, create_consumer
 
 DAY = 86400.0
 
@@ -779,3 +779,160 @@ def test_the_lease_heartbeat_logs_a_failed_renewal_and_goes_on_renewing(
     ]
     storage.release_running()
     storage.close()
+
+
+def test_a_burst_counts_every_attempt_its_worker_ran(queue_path: Path) -> None:
+    # The count `evq worker` ends with ("stopped after 1.2 s, 3 deliveries").
+    evq.subscribe("order.*", receiver=handled)
+    for n in range(3):
+        evq.publish("order.created", payload={"n": n})
+    consumer = create_consumer(WorkerOptions(url=str(queue_path), burst=True))
+    consumer.run()
+    assert consumer.delivered == 3
+
+
+def test_an_idle_worker_without_burst_waits_for_work_instead_of_stopping(
+    queue_path: Path,
+) -> None:
+    evq.subscribe("order.*", receiver=handled)
+    consumer = create_consumer(WorkerOptions(url=str(queue_path)))
+    worker = consumer._create_worker()
+    worker.loop()  # nothing due: it waits (up to a second) for a commit
+    assert not consumer.stop_flag.is_set()
+    evq.publish("order.created", payload={})
+    worker.loop()
+    assert worker.delivered == 1
+    consumer.huey.storage.release_unstarted()  # writes the outcome, as a stop does
+    assert delivery_states(str(queue_path)) == {"done": 1}
+    consumer.huey.storage.close()
+
+
+def _damage(path: Path) -> None:
+    """Overwrite the header of the queue file, as a failing disk or a stray write would."""
+    with open(path, "r+b") as file:
+        file.write(b"\xa5" * 100)
+
+
+def _damaged_queue(path: Path) -> None:
+    """A queue file holding one event due now, then damaged."""
+    queue = open_queue(str(path))
+    publish(queue, "order.created", at=time.time())
+    queue.close()
+    _damage(path)
+
+
+def _stopped_for_damage(consumer: DeliveryConsumer, caplog: pytest.LogCaptureFixture) -> None:
+    """The run stops at once with the reason `evq worker` ends with, logged once."""
+    assert consumer.stop_flag.is_set()
+    fatal = consumer.huey.storage.outage.fatal
+    assert fatal is not None and fatal.endswith("file is not a database"), fatal
+    assert [r.getMessage() for r in caplog.records if r.name == "evq.worker"] == [
+        f"cannot use the queue: {fatal}; retrying with backoff"
+    ]
+
+
+def test_a_damaged_queue_stops_a_worker_taking_its_next_delivery_with_the_reason(
+    queue_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    evq.subscribe("order.*", receiver=handled)
+    _damaged_queue(queue_path)
+    consumer = create_consumer(WorkerOptions(url=str(queue_path)))
+    with caplog.at_level(logging.INFO, logger="evq.worker"):
+        consumer._create_worker().loop()
+    _stopped_for_damage(consumer, caplog)
+
+
+def test_a_damaged_queue_stops_a_burst_asking_whether_anything_is_left_with_the_reason(
+    queue_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    evq.subscribe("order.*", receiver=handled)
+    _damaged_queue(queue_path)
+    consumer = create_consumer(WorkerOptions(url=str(queue_path), burst=True))
+    with caplog.at_level(logging.INFO, logger="evq.worker"):
+        consumer._create_worker().sleep()  # what the worker does when nothing was leased
+    _stopped_for_damage(consumer, caplog)
+
+
+def test_a_damaged_queue_stops_the_housekeepers_heartbeat_with_the_reason(
+    queue_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    evq.subscribe("order.*", receiver=handled)
+    _damaged_queue(queue_path)
+    consumer = create_consumer(WorkerOptions(url=str(queue_path)))
+    housekeeper = consumer._create_scheduler()
+    with caplog.at_level(logging.INFO, logger="evq.worker"):
+        housekeeper.loop()  # its first step: the heartbeat (pruning starts seconds later)
+    _stopped_for_damage(consumer, caplog)
+
+
+def _old_dead_then_done(queue_path: Path, done: int) -> tuple[str, list[str]]:
+    """A dead letter three days old, then `done` finished events just after it."""
+    queue = open_queue(str(queue_path))
+    at = time.time() - 3 * DAY
+    dead = publish(queue, "order.paid", at=at)
+    finish(queue, take(queue, now=at), "dead", at=at)
+    finished = [publish(queue, "order.created", at=at + 1 + n) for n in range(done)]
+    finish(queue, take(queue, now=at + 10), "done", at=at + 10)
+    queue.close()
+    return dead, finished
+
+
+def test_the_housekeeper_prunes_a_bounded_step_at_a_time_and_goes_on_where_it_stopped(
+    queue_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One event a batch, one batch a step: the dead letter at the head of the log is looked
+    # at once, then each step goes on after it, a second later, until the walk is done.
+    monkeypatch.setattr(evq.worker, "PRUNE_FIRST_DELAY_SECONDS", 0.0)
+    monkeypatch.setattr(evq.worker, "PRUNE_BATCH_SIZE", 1)
+    monkeypatch.setattr(evq.worker, "PRUNE_MAX_BATCHES", 1)
+    evq.subscribe("order.*", receiver=later)
+    dead, finished = _old_dead_then_done(queue_path, 2)
+    consumer = create_consumer(WorkerOptions(url=str(queue_path), retention_seconds=2 * DAY))
+    housekeeper = consumer._create_scheduler()
+    consumer.stop_flag.set()  # the step's pause at its end returns at once
+    queue = open_queue(str(queue_path))
+
+    with caplog.at_level(logging.INFO, logger="evq.worker"):
+        housekeeper.loop()  # the first step looks at the dead letter alone
+        assert [e for e in [dead, *finished] if queue.event(e) is None] == []
+        for _ in range(5):  # one done event a step, then the end of the walk; then rest
+            housekeeper.loop()
+
+    assert [e for e in [dead, *finished] if queue.event(e) is not None] == [dead]
+    assert [r.getMessage() for r in caplog.records if r.name == "evq.worker"] == [
+        "pruned 1 finished events older than the retention period"
+    ] * 2
+    consumer.huey.storage.close()
+    queue.close()
+
+
+def test_a_damaged_queue_stops_the_housekeepers_pruning_with_the_reason(
+    queue_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(evq.worker, "PRUNE_FIRST_DELAY_SECONDS", 0.0)
+    monkeypatch.setattr(evq.worker, "PRUNE_BATCH_SIZE", 1)
+    monkeypatch.setattr(evq.worker, "PRUNE_MAX_BATCHES", 1)
+    evq.subscribe("order.*", receiver=later)
+    _old_dead_then_done(queue_path, 1)
+    consumer = create_consumer(WorkerOptions(url=str(queue_path), retention_seconds=2 * DAY))
+    housekeeper = consumer._create_scheduler()
+    housekeeper.loop()  # the heartbeat, and a first step of the walk: the next is due at once
+    consumer.huey.storage.close()
+    _damage(queue_path)
+    with caplog.at_level(logging.INFO, logger="evq.worker"):
+        housekeeper.loop()  # no heartbeat due for seconds: the next step of the walk
+    _stopped_for_damage(consumer, caplog)
+
+
+@pytest.mark.parametrize(("wait", "logged"), [(0.1234, 0.123), (-2.0, 0.0)])
+def test_the_fields_of_a_retry_give_its_wait_to_the_millisecond_and_never_below_zero(
+    queue_path: Path, wait: float, logged: float
+) -> None:
+    # A retry due already (a clock that moved back) waits for nothing, not for minus 2 s.
+    queue = open_queue(str(queue_path))
+    publish(queue, "order.created", at=time.time())
+    (lease,) = take(queue, now=time.time())
+    queue.close()
+    finished_at = time.time()
+    retry = outcome(lease, "retry", at=finished_at, retry_at=finished_at + wait)
+    assert evq.worker.delivery_fields(retry)["retry_in_seconds"] == logged
