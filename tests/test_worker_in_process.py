@@ -781,14 +781,18 @@ def test_the_lease_heartbeat_logs_a_failed_renewal_and_goes_on_renewing(
     storage.close()
 
 
-def test_a_burst_counts_every_attempt_its_worker_ran(queue_path: Path) -> None:
-    # The count `evq worker` ends with ("stopped after 1.2 s, 3 deliveries").
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
+def test_a_burst_counts_every_attempt_its_workers_ran(queue_path: Path, worker_type: str) -> None:
+    # The count `evq worker` ends with ("stopped after 1.2 s, 5 deliveries"); process workers
+    # count in their parent's shared memory.
     evq.subscribe("order.*", receiver=handled)
-    for n in range(3):
+    for n in range(5):
         evq.publish("order.created", payload={"n": n})
-    consumer = create_consumer(WorkerOptions(url=str(queue_path), burst=True))
+    options = WorkerOptions(url=str(queue_path), burst=True, workers=2, worker_type=worker_type)
+    consumer = create_consumer(options)
     consumer.run()
-    assert consumer.delivered == 3
+    assert consumer.delivered == 5
+    assert delivery_states(str(queue_path)) == {"done": 5}
 
 
 def test_an_idle_worker_without_burst_waits_for_work_instead_of_stopping(
@@ -831,6 +835,7 @@ def _stopped_for_damage(consumer: DeliveryConsumer, caplog: pytest.LogCaptureFix
     ]
 
 
+@pytest.mark.timeout(30)  # a worker that waits for ever instead fails, not hangs
 def test_a_damaged_queue_stops_a_worker_taking_its_next_delivery_with_the_reason(
     queue_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -842,6 +847,7 @@ def test_a_damaged_queue_stops_a_worker_taking_its_next_delivery_with_the_reason
     _stopped_for_damage(consumer, caplog)
 
 
+@pytest.mark.timeout(30)  # a worker that waits for ever instead fails, not hangs
 def test_a_damaged_queue_stops_a_burst_asking_whether_anything_is_left_with_the_reason(
     queue_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -853,6 +859,7 @@ def test_a_damaged_queue_stops_a_burst_asking_whether_anything_is_left_with_the_
     _stopped_for_damage(consumer, caplog)
 
 
+@pytest.mark.timeout(30)  # a worker that waits for ever instead fails, not hangs
 def test_a_damaged_queue_stops_the_housekeepers_heartbeat_with_the_reason(
     queue_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -906,6 +913,7 @@ def test_the_housekeeper_prunes_a_bounded_step_at_a_time_and_goes_on_where_it_st
     queue.close()
 
 
+@pytest.mark.timeout(30)  # a worker that waits for ever instead fails, not hangs
 def test_a_damaged_queue_stops_the_housekeepers_pruning_with_the_reason(
     queue_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -936,3 +944,16 @@ def test_the_fields_of_a_retry_give_its_wait_to_the_millisecond_and_never_below_
     finished_at = time.time()
     retry = outcome(lease, "retry", at=finished_at, retry_at=finished_at + wait)
     assert evq.worker.delivery_fields(retry)["retry_in_seconds"] == logged
+
+
+@pytest.mark.timeout(30)  # a worker that waits for ever instead fails, not hangs
+def test_a_burst_on_a_damaged_queue_ends_its_run_with_the_reason(queue_path: Path) -> None:
+    # Its last write (that the worker stopped) fails too: the run still ends, with the reason
+    # `evq worker` prints.
+    evq.subscribe("order.*", receiver=handled)
+    _damaged_queue(queue_path)
+    consumer = create_consumer(WorkerOptions(url=str(queue_path), burst=True))
+    consumer.run()
+    fatal = consumer.huey.storage.outage.fatal
+    assert fatal is not None and fatal.endswith("file is not a database"), fatal
+    assert consumer.delivered == 0
