@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import threading
+import types
 from pathlib import Path
 
 import pytest
 from conftest import stored_events
 
 import evq
-from evq.errors import NoSubscriptions
+from evq import outage
+from evq.errors import NoSubscriptions, StorageError
 from evq.serializer import JSONSerializer
 from evq.storage.contract import Outcome
 from evq.worker import WorkerOptions, create_consumer
@@ -159,3 +161,21 @@ def test_a_worker_with_two_threads_runs_two_deliveries_at_once(queue_path: Path)
 
     deliveries = [d for event in stored_events(str(queue_path)) for d in event.deliveries]
     assert [(d.state, d.attempts) for d in deliveries] == [("done", 1)] * 2
+
+
+def test_a_burst_worker_gives_up_on_an_outage_that_outlasts_its_patience(
+    queue_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Run by cron or CI, it stops and says why, rather than waiting for an operator.
+    now = [1000.0]
+    monkeypatch.setattr(outage, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    evq.subscribe("order.*", receiver=handled)
+    consumer = create_consumer(WorkerOptions(url=str(queue_path), burst=True))
+    run = consumer.huey.storage.outage
+    error = StorageError("database is locked")
+    run.failed(error, consumer.stop_flag)
+    now[0] += outage.BURST_PATIENCE_SECONDS
+    run.failed(error, consumer.stop_flag)
+    assert consumer.stop_flag.is_set()
+    assert run.fatal == "database is locked (gave up after 10 s of retries)"
+    consumer.huey.storage.close()
