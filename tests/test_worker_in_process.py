@@ -370,6 +370,7 @@ def test_huey_gets_each_leased_delivery_as_a_json_message_named_by_its_delivery_
     storage = create_consumer(WorkerOptions(url=str(queue_path))).huey.storage
     data = storage.dequeue()
     assert data is not None
+    assert list(json.loads(data)) == ["__message__"]  # JSON (huey's tagged message), never pickle
     message = storage.serializer.deserialize(data)
     (delivery,) = deliveries_by_event(queue_path).values()
     assert (message.id, message.name, message.args) == (f"{delivery.id}.1", storage.task_name, ())

@@ -5,7 +5,6 @@ storage interface. (mutmut follows these; it does not follow `evq worker` subpro
 
 from __future__ import annotations
 
-import json
 import threading
 import types
 from pathlib import Path
@@ -16,7 +15,6 @@ from conftest import stored_events
 import evq
 from evq import outage
 from evq.errors import NoSubscriptions, StorageError
-from evq.serializer import JSONSerializer
 from evq.storage.contract import Outcome
 from evq.worker import WorkerOptions, create_consumer
 
@@ -100,48 +98,6 @@ def test_outcome_listeners_hear_each_outcome_in_the_thread_that_ran_it(queue_pat
     assert [(o.lease.event_id, o.lease.receiver, o.kind) for o in heard] == [
         (event_id, name_of(handled), "done")
     ]
-
-
-def test_a_thread_worker_that_stops_leaves_the_attempts_of_other_threads_running(
-    queue_path: Path,
-) -> None:
-    # The threads of a worker share its leases: the first thread to stop gives back what was
-    # never started, but not an attempt another thread is still running (it finishes it).
-    evq.subscribe("order.*", receiver=later)
-    event_id = evq.publish("order.created", payload={})
-    consumer = create_consumer(WorkerOptions(url=str(queue_path), workers=2, lease_seconds=600))
-    storage = consumer.huey.storage
-    message = storage.dequeue_message()  # the other thread's attempt, running
-    assert message is not None
-    (stopping, _), _ = consumer.worker_threads
-
-    stopping.shutdown()
-
-    ((delivery,),) = [event.deliveries for event in stored_events(str(queue_path))]
-    assert (delivery.state, delivery.worker, delivery.history) == ("running", storage.owner, ())
-    assert message.kwargs["event_id"] == event_id
-    storage.release_running()
-    storage.close()
-
-
-def test_huey_s_storage_interface_hands_out_a_leased_delivery_as_json(queue_path: Path) -> None:
-    # huey's `dequeue()` gives bytes: JSON of the huey message, never pickle.
-    evq.subscribe("order.*", receiver=later)
-    event_id = evq.publish("order.created", payload={"n": 1})
-    consumer = create_consumer(WorkerOptions(url=str(queue_path), lease_seconds=600))
-    storage = consumer.huey.storage
-    data = storage.dequeue()
-    assert data is not None
-    assert list(json.loads(data)) == ["__message__"]
-    message = JSONSerializer().deserialize(data)
-    assert (message.name, message.kwargs["event_id"], message.kwargs["receiver"]) == (
-        storage.task_name,
-        event_id,
-        name_of(later),
-    )
-    assert storage.dequeue() is None
-    storage.release_running()
-    storage.close()
 
 
 # Each delivery waits for the other to start: one thread alone would never get past the first.
