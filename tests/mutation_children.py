@@ -95,9 +95,11 @@ def unkilled(patterns: list[str]) -> list[str]:
     return names
 
 
-def run_one(mutant: str, timeout: float, tests: list[str]) -> dict[str, object]:
+def run_one(mutant: str, timeout: float, tests: list[str], select: str) -> dict[str, object]:
     env = dict(os.environ, MUTANT_UNDER_TEST=mutant, PY_COLORS="0")
     files = tests or tests_for(mutant)
+    if select:
+        files = [*files, "-k", select]
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-n", "0"]
     started = time.monotonic()
     try:
@@ -126,6 +128,7 @@ def main() -> int:
     parser.add_argument(
         "--tests", action="append", default=[], help="a test file to run instead of TESTS_FOR's"
     )
+    parser.add_argument("-k", dest="select", default="", help="only the tests pytest -k selects")
     args = parser.parse_args()
 
     results: dict[str, dict[str, object]] = (
@@ -141,12 +144,15 @@ def main() -> int:
     todo = [
         name
         for name in names
-        if results.get(name, {}).get("tests") != (args.tests or tests_for(name))
+        if results.get(name, {}).get("tests")
+        != [*(args.tests or tests_for(name)), *(["-k", args.select] if args.select else [])]
     ]
     print(f"{len(names)} mutants not killed in the test's process, {len(todo)} to run")
     with ThreadPoolExecutor(args.jobs) as pool:
         for name, result in zip(
-            todo, pool.map(lambda n: run_one(n, args.timeout, args.tests), todo), strict=True
+            todo,
+            pool.map(lambda n: run_one(n, args.timeout, args.tests, args.select), todo),
+            strict=True,
         ):
             results[name] = result
             RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True))
