@@ -20,6 +20,7 @@ from conftest import ROOT, calls, evq_env, run_evq
 from workers import rows, wait_until
 
 import evq
+from evq.storage import open_queue
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="a small disk is a tmpfs mounted for the test, which needs root"
@@ -200,6 +201,15 @@ def test_publish_many_on_a_full_disk_stores_nothing(small_disk: Path) -> None:
     with pytest.raises(evq.errors.StorageFull, match="disk is full"):
         publish_orders(queue, 20_000)
     assert rows(queue, "SELECT count(*) FROM evq_event") == [(1,)]
+
+
+@needs_root
+def test_a_new_queue_on_a_full_disk_is_refused_with_one_line_naming_it(small_disk: Path) -> None:
+    fill(small_disk, leave_kib=0)
+    path = str(small_disk / "evq.db")
+    with pytest.raises(evq.errors.StorageError) as caught:
+        open_queue(path).status()
+    assert str(caught.value) == f"cannot open the queue {path!r}: database or disk is full"
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import evq
 import evq.publisher
 from evq.errors import InvalidStorageURL
 from evq.storage import open_queue
-from evq.storage.sqlite import SqliteQueue
+from evq.storage.sqlite import SqliteQueue, connection
 
 # What `PRAGMA synchronous` reads back for each sync mode.
 SYNCHRONOUS = {"off": 0, "normal": 1, "full": 2}
@@ -230,3 +232,61 @@ def test_a_damaged_file_is_refused_by_check_naming_what_sqlite_found(queue_path:
         f"the queue {str(queue_path)!r} is damaged ({'; '.join(problems)}): restore it from"
         " a backup, or recover what is left with sqlite3's .recover"
     )
+
+
+def test_a_path_longer_than_sqlite_takes_is_an_invalid_url_naming_it(tmp_path: Path) -> None:
+    # SQLite opens no path longer than 512 bytes, which the file system allows.
+    directory = tmp_path.joinpath(*["d" * 100] * 6)
+    directory.mkdir(parents=True)
+    path = str(directory / "evq.db")
+
+    with pytest.raises(InvalidStorageURL) as caught:
+        open_queue(path).status()
+
+    assert str(caught.value) == f"cannot use {path!r} as a queue: unable to open database file"
+
+
+def hold_the_write_lock(path: Path) -> sqlite3.Connection:
+    """Another process's connection, in the midst of a write transaction on `path`."""
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
+def test_a_new_queue_waits_for_another_connection_that_holds_its_file_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Turning the new file to WAL needs its lock; refused once the busy timeout (shortened
+    # here) is over, evq tries again until the other connection lets go.
+    monkeypatch.setattr(connection, "BUSY_TIMEOUT_MS", 50)
+    path = tmp_path / "evq.db"
+    path.touch(mode=0o600)
+    holder = hold_the_write_lock(path)
+    release = threading.Timer(1.0, holder.execute, ("COMMIT",))
+    release.start()
+    try:
+        queue = open_queue(str(path))
+        assert queue.status().published == 0
+        queue.close()
+    finally:
+        release.join()
+        holder.close()
+    assert rows(path, "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_opening_a_queue_whose_tables_are_current_never_waits_for_the_write_lock(
+    queue_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = open_queue(str(queue_path))
+    created.check()
+    created.close()
+    # Were opening to wait for the lock, it would give up at once.
+    monkeypatch.setattr(connection, "BUSY_TIMEOUT_MS", 50)
+    monkeypatch.setattr(connection, "_WRITE_DEADLINE_SECONDS", 0.2)
+    holder = hold_the_write_lock(queue_path)
+    try:
+        queue = open_queue(str(queue_path))
+        assert queue.status().published == 0
+        queue.close()
+    finally:
+        holder.close()
