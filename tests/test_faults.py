@@ -21,6 +21,7 @@ from workers import rows, wait_until
 
 import evq
 from evq.storage import open_queue
+from evq.storage.sqlite import SqliteQueue
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="a small disk is a tmpfs mounted for the test, which needs root"
@@ -210,6 +211,32 @@ def test_a_new_queue_on_a_full_disk_is_refused_with_one_line_naming_it(small_dis
     with pytest.raises(evq.errors.StorageError) as caught:
         open_queue(path).status()
     assert str(caught.value) == f"cannot open the queue {path!r}: database or disk is full"
+
+
+@needs_root
+def test_only_workers_on_a_nearly_full_disk_checkpoint_their_log_every_few_pages(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    # Under 64 MiB free (the small disk has 8), a worker keeps its write-ahead log short; a
+    # durable publisher does not (each checkpoint would cost it a sync), nor anyone with room.
+    roomy = os.statvfs(tmp_path)
+    assert roomy.f_bavail * roomy.f_frsize > 2**30
+    pages = {}
+    for disk in (tmp_path, small_disk):
+        for role in ("publish", "work"):
+            queue = SqliteQueue(str(disk / "evq.db"), role=role)
+            try:
+                (pages[disk.name, role],) = queue._db.conn.execute(
+                    "PRAGMA wal_autocheckpoint"
+                ).fetchone()
+            finally:
+                queue.close()
+    assert pages == {
+        (tmp_path.name, "publish"): 1000,
+        (tmp_path.name, "work"): 1000,
+        ("disk", "publish"): 1000,
+        ("disk", "work"): 16,
+    }
 
 
 @pytest.mark.parametrize(
