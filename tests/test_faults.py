@@ -205,6 +205,7 @@ def test_publish_many_on_a_full_disk_stores_nothing(small_disk: Path) -> None:
 
 
 @needs_root
+@pytest.mark.timeout(30)  # refused at once: no retry (for 5 minutes) mends a full disk
 def test_a_new_queue_on_a_full_disk_is_refused_with_one_line_naming_it(small_disk: Path) -> None:
     fill(small_disk, leave_kib=0)
     path = str(small_disk / "evq.db")

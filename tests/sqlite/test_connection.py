@@ -290,3 +290,12 @@ def test_opening_a_queue_whose_tables_are_current_never_waits_for_the_write_lock
         queue.close()
     finally:
         holder.close()
+
+
+def test_a_connection_waits_out_another_writer_for_the_busy_timeout(queue_path: Path) -> None:
+    # SQLite's own wait for the lock, before evq's retries (and in each of them).
+    queue = SqliteQueue(str(queue_path))
+    try:
+        assert queue._db.conn.execute("PRAGMA busy_timeout").fetchone() == (30_000,)
+    finally:
+        queue.close()
