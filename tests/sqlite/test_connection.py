@@ -299,3 +299,26 @@ def test_a_connection_waits_out_another_writer_for_the_busy_timeout(queue_path: 
         assert queue._db.conn.execute("PRAGMA busy_timeout").fetchone() == (30_000,)
     finally:
         queue.close()
+
+
+def test_a_new_queue_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "evq.db"
+    queue = open_queue(str(path))
+    try:
+        assert queue.status().published == 0
+    finally:
+        queue.close()
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_file_that_is_not_a_database_is_unusable_naming_what_sqlite_found(
+    queue_path: Path,
+) -> None:
+    from evq.errors import QueueUnusable
+
+    queue_path.write_bytes(b"not a database at all\n" * 100)
+
+    with pytest.raises(QueueUnusable) as caught:
+        open_queue(str(queue_path)).status()
+
+    assert str(caught.value) == f"cannot use {str(queue_path)!r} as a queue: file is not a database"
