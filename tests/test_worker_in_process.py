@@ -284,27 +284,30 @@ def test_leases_a_stopping_worker_gives_back_are_due_at_once_and_keep_the_attemp
     assert leased_at <= attempt.started_at <= attempt.finished_at <= released_at
 
 
-def test_a_full_queue_halves_a_lease_transaction_down_to_one_event_and_one_delivery() -> None:
-    # So that a worker still makes progress with room for one delivery's write; each success
-    # doubles the sizes back.
-    sizes = evq.worker._TransactionSizes(16)
+def test_a_full_queue_halves_a_lease_transaction_down_to_one_and_success_doubles_it_back() -> None:
+    # So that a worker still makes progress with room for one delivery's write. Each size is a
+    # LIMIT of the next lease transaction: halved, rounded down, never a float (a LIMIT of 3.5
+    # or 128.0 is an error on some backends); each success doubles them back.
+    sizes = evq.worker._TransactionSizes(7)
+    shrunk, grown = [], []
     for _ in range(9):
         sizes.shrink()
-    assert (sizes.leases, sizes.dispatch) == (1, 1)
-    grown = []
+        shrunk.append((sizes.leases, sizes.dispatch))
     for _ in range(9):
         sizes.grow()
         grown.append((sizes.leases, sizes.dispatch))
+    assert shrunk == [(3, 128), (1, 64), (1, 32), (1, 16), (1, 8), (1, 4), (1, 2), (1, 1), (1, 1)]
+    assert {type(size) for pair in shrunk for size in pair} == {int}
     assert grown == [
         (2, 2),
         (4, 4),
-        (8, 8),
-        (16, 16),
-        (16, 32),
-        (16, 64),
-        (16, 128),
-        (16, 256),
-        (16, 256),
+        (7, 8),
+        (7, 16),
+        (7, 32),
+        (7, 64),
+        (7, 128),
+        (7, 256),
+        (7, 256),
     ]
 
 
@@ -324,20 +327,22 @@ def test_a_worker_that_stops_is_no_longer_listed_as_seen(queue_path: Path) -> No
     queue.close()
 
 
+@pytest.mark.parametrize(("timeout", "lease"), [(10.0, 15.0), (0.5, 1.5)])
 def test_a_receiver_with_a_timeout_is_leased_a_little_longer_than_its_timeout(
-    queue_path: Path,
+    queue_path: Path, timeout: float, lease: float
 ) -> None:
     # Not the worker's lease (here ten minutes): a worker that dies mid-attempt has its
-    # delivery taken again soon after the attempt would have timed out.
-    evq.subscribe("order.*", receiver=later, timeout=10)
+    # delivery taken again soon after the attempt would have timed out; at least a second
+    # after, however short the timeout.
+    evq.subscribe("order.*", receiver=later, timeout=timeout)
     evq.publish("order.created", payload={})
     storage = create_consumer(WorkerOptions(url=str(queue_path), lease_seconds=600)).huey.storage
     message = storage.dequeue_message()
     assert message is not None
-    assert message.kwargs["lease_seconds"] == 15.0
+    assert message.kwargs["lease_seconds"] == lease
     ((delivery,),) = [event.deliveries for event in stored_events(str(queue_path))]
     assert delivery.started_at is not None
-    assert delivery.due_at == delivery.started_at + 15.0
+    assert delivery.due_at == delivery.started_at + lease
     storage.release_running()
     storage.close()
 
@@ -605,28 +610,6 @@ def test_a_delivery_whose_row_cannot_travel_as_json_becomes_a_dead_letter_at_onc
     assert (delivery.state, delivery.last_error, delivery.failures) == ("dead", error, 0)
     assert delivery.traceback is not None
     assert delivery.traceback.startswith("Traceback (most recent call last):")
-
-
-def test_a_full_queue_halves_a_lease_transaction_in_whole_numbers() -> None:
-    # Each size is a LIMIT of the next lease transaction: halved, rounded down, never a float
-    # (a LIMIT of 3.5 or 128.0 is an error on some backends).
-    sizes = evq.worker._TransactionSizes(7)
-    shrunk = []
-    for _ in range(9):
-        sizes.shrink()
-        shrunk.append((sizes.leases, sizes.dispatch))
-    assert shrunk == [
-        (3, 128),
-        (1, 64),
-        (1, 32),
-        (1, 16),
-        (1, 8),
-        (1, 4),
-        (1, 2),
-        (1, 1),
-        (1, 1),
-    ]
-    assert {type(size) for pair in shrunk for size in pair} == {int}
 
 
 @pytest.mark.timeout(60)

@@ -1,7 +1,7 @@
 """How the worker is set up, checked in this process on a SQLite file: the refusal to start
-without subscriptions, the receivers a `--receiver` worker leases, the lease of a short
-timeout, the listeners of outcomes, what a thread worker gives back when it stops, and huey's
-storage interface. (mutmut follows these; it does not follow `evq worker` subprocesses.)"""
+without subscriptions, the receivers a `--receiver` worker leases, the listeners of outcomes,
+two threads at once, and a burst's patience with an outage. (mutmut follows these; it does not
+follow `evq worker` subprocesses.)"""
 
 from __future__ import annotations
 
@@ -44,20 +44,6 @@ def test_a_worker_without_subscriptions_refuses_to_start_and_says_how_to_load_th
         "no subscriptions loaded: install a package with evq.subscriptions entry points,"
         " or name a module with --app / EVQ_APP"
     )
-
-
-def test_a_receiver_with_a_timeout_under_a_second_is_leased_a_second_longer(
-    queue_path: Path,
-) -> None:
-    # At least a second of slack past the timeout, however short the timeout.
-    evq.subscribe("order.*", receiver=later, timeout=0.5)
-    evq.publish("order.created", payload={})
-    storage = create_consumer(WorkerOptions(url=str(queue_path), lease_seconds=600)).huey.storage
-    message = storage.dequeue_message()
-    assert message is not None
-    assert message.kwargs["lease_seconds"] == 1.5
-    storage.release_running()
-    storage.close()
 
 
 def test_a_worker_of_selected_receivers_leases_only_their_deliveries(queue_path: Path) -> None:
